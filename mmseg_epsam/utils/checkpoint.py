@@ -1,0 +1,71 @@
+"""Checkpoint loading under torch >= 2.6, where ``torch.load`` defaults to weights only.
+
+Two kinds of files, two rules:
+
+* the run's own MMEngine checkpoints (``--resume``, ``load_from``, ``tools/test.py``) hold
+  ``HistoryBuffer`` objects whose pickles need ``getattr``, which no safe allow-list covers;
+  they are loaded with ``weights_only=False`` inside :func:`trusted_mmengine_checkpoints`,
+  as MMEngine's upstream fix does, and only for that call;
+* every foreign weight file (Meta's SAM ``.pth``, ImageNet ResNet weights) is plain tensors
+  and is loaded with ``weights_only=True`` by :func:`load_foreign_state_dict`.
+"""
+import os.path as osp
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional
+
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+
+
+def _load_trusted_local(filename: str, map_location=None) -> dict:
+    """Load a local MMEngine checkpoint written by this project's own runs."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename}: checkpoint not found')
+    return torch.load(filename, map_location=map_location, weights_only=False)
+
+
+@contextmanager
+def trusted_mmengine_checkpoints() -> Iterator[None]:
+    """Within the block, local checkpoints load with ``weights_only=False``.
+
+    Use it only around loading the run's own checkpoints; the previous loader is restored
+    on exit, so foreign weights loaded elsewhere keep torch's safe default.
+    """
+    schemes = CheckpointLoader._schemes
+    previous = schemes['']
+    schemes[''] = _load_trusted_local
+    try:
+        yield
+    finally:
+        schemes[''] = previous
+
+
+def load_foreign_state_dict(path: str,
+                            required_prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Load a foreign weight file (SAM, ImageNet) safely with ``weights_only=True``.
+
+    Accepts a bare state dict or one wrapped under ``state_dict`` / ``model``. Raises an
+    error naming the file when it is missing, not a weights-only pickle, or (with
+    ``required_prefix``) holds no key starting with that prefix.
+    """
+    path = osp.expanduser(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: weight file not found')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:
+        raise RuntimeError(
+            f'{path}: not a plain tensor checkpoint loadable with weights_only=True '
+            f'({type(exc).__name__}: {exc})') from exc
+    for wrapper in ('state_dict', 'model'):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
+            checkpoint = checkpoint[wrapper]
+    if not isinstance(checkpoint, dict) or not all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise RuntimeError(f'{path}: expected a state dict of tensors')
+    if required_prefix is not None and not any(
+            k.startswith(required_prefix) for k in checkpoint):
+        raise KeyError(f'{path}: no key starts with {required_prefix!r}; '
+                       f'first keys: {list(checkpoint)[:5]}')
+    return checkpoint
