@@ -3,6 +3,6 @@
 ``import mmseg_epsam`` registers every component in ``mmseg.registry`` (configs declare
 ``custom_imports=dict(imports=['mmseg_epsam'])`` and ``default_scope='mmseg'``).
 """
-from . import datasets, engine, evaluation, models  # noqa: F401  (registers components)
+from . import apis, datasets, engine, evaluation, models  # noqa: F401  (registers components)
 
 __version__ = '0.1.0'

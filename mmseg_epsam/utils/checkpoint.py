@@ -17,7 +17,7 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 
-def _load_trusted_local(filename: str, map_location=None) -> dict:
+def load_from_trusted_local(filename: str, map_location=None) -> dict:
     """Load a local MMEngine checkpoint written by this project's own runs."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -34,7 +34,7 @@ def trusted_mmengine_checkpoints() -> Iterator[None]:
     """
     schemes = CheckpointLoader._schemes
     previous = schemes['']
-    schemes[''] = _load_trusted_local
+    schemes[''] = load_from_trusted_local
     try:
         yield
     finally:

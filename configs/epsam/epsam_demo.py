@@ -1,0 +1,23 @@
+# EP-SAM end to end on the bundled demo data, in one command:
+#   python tools/run_pipeline.py configs/epsam/epsam_demo.py [--sam-checkpoint sam_vit_b_01ec64.pth]
+# Without a SAM checkpoint the SAM stages use the TINY architecture with RANDOM weights:
+# a demo of the machinery, not of EP-SAM's accuracy (stated in the output).
+# Stage configs are resolved relative to this file's folder.
+work_dir = 'work_dirs/epsam_demo'
+data_root = 'data/demo'
+classifier = dict(config='classifier_demo.py', cfg_options=dict())
+cam = dict(
+    splits=('train', 'val', 'test'),
+    preset='camelyon16',          # quantile 0.10 + 21x21 opening at full resolution
+    views_per_forward=4,          # rotate & fuse: the four views in one forward
+    batch_size=4,
+    num_workers=0,
+    show=False)
+decoder = dict(config='sam_decoder_demo.py', cfg_options=dict(), sam_checkpoint=None)
+rounds = dict(
+    num_rounds=3,                 # paper Algorithm 1: N = 3
+    ids_threshold=0.9,            # keep a SAM mask when IDS > 0.9
+    ids_variant='paper',          # 'reference': >= and |SAM| + 1 in the denominator
+    policy='per_round',           # reference; 'keep_previous' = Algorithm 1's union
+    reset='pretrained')           # decoder reset per round: 'pretrained' | 'random' | 'previous'
+test = dict(num_pictures=8)

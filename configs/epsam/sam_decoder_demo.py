@@ -1,0 +1,20 @@
+# SAM mask-decoder fine-tuning on the demo data with the TINY SAM architecture (random
+# weights: the demo has no SAM checkpoint). Standalone, after stage 1 wrote
+# work_dirs/epsam_demo/stage1 (this trains the preliminary decoder on initial masks):
+#   python tools/train.py configs/epsam/sam_decoder_demo.py
+# tools/run_pipeline.py configs/epsam/epsam_demo.py drives it through all rounds.
+_base_ = [
+    '../_base_/models/sam_decoder.py',
+    '../_base_/datasets/histo_patch_sam.py',
+    '../_base_/default_runtime.py',
+    '../_base_/schedules/schedule_sam_decoder.py',
+]
+sam_arch = 'tiny'
+model = dict(arch=sam_arch, checkpoint=None,
+             embedding_cache=dict(cache_dir='work_dirs/epsam_demo/embedding_cache'))
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=150)
+default_hooks = dict(
+    logger=dict(interval=25, log_metric_by_epoch=False),
+    checkpoint=dict(by_epoch=False, interval=150))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)

@@ -1,0 +1,162 @@
+"""Pseudo-label generation for one EP-SAM round (method.md §4, §6; paper Algorithm 1).
+
+The decoder of the previous round predicts every positive training patch from PEPM prompts
+(no augmentation, dataset order); IDS against the patch's initial mask decides which SAM
+masks become pseudo-labels. Written under ``round_dir``::
+
+    pseudo_labels/<name>.png   the SAM mask (0/1) of every positive patch, kept or not
+    ids_table.csv              name,cam_area,sam_area,ids,kept,sam_dice_gt,initial_dice_gt
+    summary.json               counts and, where training masks exist, Dice against them
+
+``IDSPseudoLabelDataset`` reads ``pseudo_labels/`` with ``ids_table.csv``. A stopped run
+resumes: masks already on disk are read back instead of predicted again.
+"""
+import csv
+import io
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.logging import MMLogger
+from mmengine.utils import ProgressBar
+
+from ..datasets.transforms.load_cam import load_initial_mask
+from ..functional.ids import ids_select
+from ..functional.metrics import patch_dice_iou
+from ..utils import atomic_write
+
+TABLE_FIELDS = ('name', 'cam_area', 'sam_area', 'ids', 'kept', 'sam_dice_gt',
+                'initial_dice_gt')
+
+
+def round_paths(round_dir: str) -> Dict[str, str]:
+    """Where a round's pseudo-labels, IDS table and summary live."""
+    return dict(pseudo_label_dir=osp.join(round_dir, 'pseudo_labels'),
+                table_file=osp.join(round_dir, 'ids_table.csv'),
+                summary_file=osp.join(round_dir, 'summary.json'))
+
+
+def _read_mask(path: str) -> Optional[np.ndarray]:
+    mask = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    return None if mask is None else (mask > 0).astype(np.uint8)
+
+
+def _write_mask(path: str, mask: np.ndarray) -> None:
+    with atomic_write(path, suffix='.png') as tmp:
+        if not cv2.imwrite(tmp, mask.astype(np.uint8)):
+            raise OSError(f'{path}: could not write the pseudo-label PNG')
+
+
+def _mean(values: List[float]) -> Optional[float]:
+    return float(np.mean(values)) if values else None
+
+
+@torch.no_grad()
+def generate_pseudo_labels(model: torch.nn.Module,
+                           dataset,
+                           round_dir: str,
+                           ids_threshold: float = 0.9,
+                           ids_variant: str = 'paper',
+                           batch_size: int = 1) -> dict:
+    """Predict, score by IDS and write one round's pseudo-labels; return its summary.
+
+    Args:
+        model: a ``SAMDecoderSegmentor`` (its ``test_step`` gives PEPM-prompted masks).
+        dataset: the positive training patches, with a pipeline WITHOUT augmentation that
+            runs ``LoadCAMAndInitialMask`` and packs ``initial_mask_path`` (and the CAM
+            keys) into the metainfo.
+        round_dir: output folder of this round (see the module docstring).
+        ids_threshold: keep a SAM mask when IDS > ``ids_threshold`` (paper: 0.9).
+        ids_variant: ``'paper'`` or ``'reference'`` (see ``functional.ids``).
+        batch_size: patches per forward.
+
+    Returns:
+        ``dict(positives, kept, kept_fraction, sam_dice_gt, kept_dice_gt, initial_dice_gt,
+        gt_patches)``; the Dice means (per patch, over patches with a training mask, in
+        [0, 1]) are None when no training mask exists.
+    """
+    paths = round_paths(round_dir)
+    os.makedirs(paths['pseudo_label_dir'], exist_ok=True)
+    logger = MMLogger.get_current_instance()
+    was_training = model.training
+    model.eval()
+    # Every patch here is a known positive: the classifier gate is for unlabelled patches.
+    classifier_gate = model.test_cfg.pop('classifier_gate', None)
+    rows = []
+    progress = ProgressBar(len(dataset))
+    try:
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            samples = [item['data_samples'] for item in items]
+            names = [s.metainfo['patch_name'] for s in samples]
+            label_paths = [osp.join(paths['pseudo_label_dir'], f'{n}.png') for n in names]
+            done = [_read_mask(p) if osp.isfile(p) else None for p in label_paths]
+            todo = [i for i, mask in enumerate(done) if mask is None]
+            if todo:
+                outputs = model.test_step(pseudo_collate([items[i] for i in todo]))
+                for i, output in zip(todo, outputs):
+                    done[i] = output.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+                    _write_mask(label_paths[i], done[i])
+            for sample, name, sam_mask in zip(samples, names, done):
+                rows.append(_table_row(sample.metainfo, name, sam_mask, ids_threshold,
+                                       ids_variant))
+                progress.update()
+    finally:
+        model.train(was_training)
+        if classifier_gate is not None:
+            model.test_cfg['classifier_gate'] = classifier_gate
+    _write_table(paths['table_file'], rows)
+    summary = _summarise(rows)
+    with atomic_write(paths['summary_file'], suffix='.json') as tmp, open(tmp, 'w') as f:
+        json.dump(summary, f, indent=2)
+    logger.info(f'\npseudo-labels: kept {summary["kept"]} of {summary["positives"]} positive '
+                f'patches (IDS > {ids_threshold}); masks in {paths["pseudo_label_dir"]}, '
+                f'table {paths["table_file"]}')
+    return summary
+
+
+def _table_row(metainfo: dict, name: str, sam_mask: np.ndarray, ids_threshold: float,
+               ids_variant: str) -> dict:
+    """One ``ids_table.csv`` row: areas, IDS, decision, and Dice against GT when known."""
+    initial_mask = load_initial_mask(metainfo['initial_mask_path'])
+    if initial_mask.shape != sam_mask.shape:
+        raise ValueError(f'{metainfo["initial_mask_path"]}: initial mask shape '
+                         f'{initial_mask.shape} differs from the SAM mask {sam_mask.shape} '
+                         f'of {name}')
+    result = ids_select(sam_mask, initial_mask, ids_threshold, ids_variant)
+    row = dict(name=name, cam_area=result.cam_area, sam_area=result.sam_area,
+               ids=round(result.ids, 6), kept=int(result.kept), sam_dice_gt='',
+               initial_dice_gt='')
+    gt_path = metainfo.get('seg_map_path')
+    gt = _read_mask(gt_path) if gt_path and osp.isfile(gt_path) else None
+    if gt is not None:
+        row['sam_dice_gt'] = round(patch_dice_iou(sam_mask, gt)[0], 6)
+        row['initial_dice_gt'] = round(patch_dice_iou(initial_mask, gt)[0], 6)
+    return row
+
+
+def _write_table(path: str, rows: List[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TABLE_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path, suffix='.csv') as tmp, open(tmp, 'w', newline='') as f:
+        f.write(buffer.getvalue())
+
+
+def _summarise(rows: List[dict]) -> dict:
+    with_gt = [r for r in rows if r['sam_dice_gt'] != '']
+    kept = [r for r in rows if r['kept']]
+    return dict(
+        positives=len(rows),
+        kept=len(kept),
+        kept_fraction=len(kept) / len(rows) if rows else 0.0,
+        gt_patches=len(with_gt),
+        sam_dice_gt=_mean([r['sam_dice_gt'] for r in with_gt]),
+        kept_dice_gt=_mean([r['sam_dice_gt'] for r in with_gt if r['kept']]),
+        initial_dice_gt=_mean([r['initial_dice_gt'] for r in with_gt]))
