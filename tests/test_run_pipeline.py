@@ -10,7 +10,7 @@ import pytest
 from conftest import write_patch_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-STAGES = ('classifier', 'cams', 'decoder_r0', 'decoder_r1', 'test')
+STAGES = ('classifier', 'cams', 'decoder_r0', 'decoder_r1', 'pseudo_label_dataset', 'test')
 
 
 def run_pipeline(data_root, work_dir, *extra):

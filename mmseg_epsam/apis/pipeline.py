@@ -95,6 +95,9 @@ class EPSAMPipeline:
         self.work_dir = osp.abspath(cfg.work_dir)
         self.data_root = cfg.get('data_root')
         self.sam_checkpoint = sam_checkpoint or cfg.decoder.get('sam_checkpoint')
+        if self.sam_checkpoint is None and cfg.decoder.get('require_sam_checkpoint', False):
+            raise ValueError(f'{config_path} needs a SAM checkpoint: pass --sam-checkpoint '
+                             'sam_vit_b_01ec64.pth (random SAM weights are for the demo only)')
         self.stage1_dir = osp.join(self.work_dir, 'stage1')
         rounds = cfg.rounds
         if rounds.get('reset', 'pretrained') not in RESET_MODES:
@@ -110,7 +113,8 @@ class EPSAMPipeline:
     def stage_names(self) -> List[str]:
         """All stages in order."""
         return (['classifier', 'cams'] +
-                [f'decoder_r{k}' for k in range(self.num_rounds + 1)] + ['test'])
+                [f'decoder_r{k}' for k in range(self.num_rounds + 1)] +
+                ['pseudo_label_dataset', 'test'])
 
     def _done_file(self, stage: str) -> str:
         return osp.join(self.work_dir, stage, DONE_FILE)
@@ -224,19 +228,57 @@ class EPSAMPipeline:
                 record['next_round'] = dict(round_dir=round_dir, **json.load(f))
         return record
 
-    def final_checkpoint(self) -> str:
-        """The decoder of the last round that trained."""
-        checkpoint = None
+    def final_round(self) -> int:
+        """Index of the last decoder round that trained."""
+        final = None
         for k in range(self.num_rounds + 1):
             record = self.stage_record(f'decoder_r{k}')
-            if record is None:
+            if record is None or record.get('stop_rounds'):
                 break
-            checkpoint = record['checkpoint']
-            if record.get('stop_rounds'):
-                break
-        if checkpoint is None:
+            final = k
+        if final is None:
             raise RuntimeError(f'{self.work_dir}: no trained decoder; run the decoder stages')
-        return checkpoint
+        return final
+
+    def final_checkpoint(self) -> str:
+        """The decoder of the last round that trained."""
+        return self.stage_record(f'decoder_r{self.final_round()}')['checkpoint']
+
+    def run_pseudo_label_dataset(self) -> dict:
+        """Export the final decoder's training targets as a plain patch dataset.
+
+        ``<work_dir>/pseudo_label_dataset`` has the usual layout: ``splits/train.txt`` and
+        ``ann_dir/train`` hold the positive patches with their final pseudo-labels (as
+        selected for the last trained round), ``img_dir/train`` links to their images, and
+        val/test link to the original splits. Any MMSeg model trains on it with a plain
+        ``HistoPatchDataset`` (e.g. ``configs/epsam/unet_pseudo_labels_demo.py``).
+        """
+        cfg = self._decoder_config('pseudo_label_dataset')
+        train_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+        train_cfg.rounds = self._rounds_for(self.final_round())
+        train_cfg.policy = self.cfg.rounds.get('policy', 'per_round')
+        dataset = DATASETS.build(train_cfg)
+        out_dir = osp.join(self.work_dir, 'pseudo_label_dataset')
+        lines = []
+        for i in range(len(dataset)):
+            info = dataset.get_data_info(i)
+            name = info['patch_name']
+            _link(info['img_path'], osp.join(out_dir, 'img_dir', 'train', f'{name}.png'))
+            label = cv2.imread(info['seg_map_path'], cv2.IMREAD_UNCHANGED)
+            with atomic_write(osp.join(out_dir, 'ann_dir', 'train', f'{name}.png'),
+                              suffix='.png') as tmp:
+                cv2.imwrite(tmp, label)
+            lines.append(f'{name} 1\n')
+        with atomic_write(osp.join(out_dir, 'splits', 'train.txt'), suffix='.txt') as tmp, \
+                open(tmp, 'w') as f:
+            f.writelines(lines)
+        source_root = osp.abspath(cfg.test_dataloader.dataset.data_root)
+        for split in ('val', 'test'):
+            for sub in (f'img_dir/{split}', f'ann_dir/{split}', f'splits/{split}.txt'):
+                if osp.exists(osp.join(source_root, sub)):
+                    _link(osp.join(source_root, sub), osp.join(out_dir, sub))
+        return dict(out_dir=out_dir, patches=len(lines),
+                    counts=dataset.selection.counts)
 
     def run_test(self) -> dict:
         """Score gate -> CAM -> PEPM -> SAM on the test split, with and without the gate."""
@@ -295,6 +337,8 @@ class EPSAMPipeline:
                 record = self.run_cams()
             elif stage == 'test':
                 record = self.run_test()
+            elif stage == 'pseudo_label_dataset':
+                record = self.run_pseudo_label_dataset()
             else:
                 record = self.run_decoder(int(stage[len('decoder_r'):]))
             self._finish(stage, record)
@@ -337,6 +381,14 @@ class EPSAMPipeline:
                     test=test.get('test', {}).get('metrics'),
                     test_ungated=test.get('test_ungated', {}).get('metrics'),
                     pictures=test.get('pictures'))
+
+
+def _link(source: str, link: str) -> None:
+    """Make ``link`` a symbolic link to ``source`` (replacing an older link)."""
+    os.makedirs(osp.dirname(link), exist_ok=True)
+    if osp.lexists(link):
+        os.remove(link)
+    os.symlink(osp.abspath(source), link)
 
 
 def _fmt(value) -> str:

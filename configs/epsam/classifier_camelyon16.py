@@ -1,0 +1,53 @@
+# Stage 1 on Camelyon16 patches: the EVP-ADL classifier with the paper's schedule
+# (Adam lr 1e-5, weight decay 1e-3, batch 16, 50 epochs; flips, rotation, colour jitter 0.2,
+# grayscale p=0.1). Checkpoints are selected without pixel ground truth: the last epoch is
+# kept, and the epoch with the best validation ROC-AUC on image labels is saved beside it.
+_base_ = [
+    '../_base_/models/epsam_classifier.py',
+    '../_base_/datasets/histo_patch_demo.py',
+    '../_base_/default_runtime.py',
+]
+data_root = 'data/camelyon16'
+meta_keys = ('img_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor', 'flip',
+             'flip_direction', 'img_label', 'patch_name')
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandomFlip', prob=0.5, direction='vertical'),
+    dict(type='RandomRot90'),
+    dict(type='HistoColorJitter', brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0),
+    # BGR luma weights (ITU-R 601), three channels kept, as torchvision's RandomGrayscale
+    dict(type='RandomGrayscale', prob=0.1, keep_channels=True,
+         channel_weights=(0.114, 0.587, 0.299), color_format='bgr'),
+    dict(type='PackSegInputs', meta_keys=meta_keys),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='PackSegInputs', meta_keys=meta_keys),
+]
+train_dataloader = dict(
+    batch_size=16,
+    num_workers=4,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(data_root=data_root, masks='optional', pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=16,  # patches share one size, so batched inference is exact
+    dataset=dict(data_root=data_root, masks='optional', pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='ImageLabelMetric')
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(
+    type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-5, weight_decay=1e-3))
+param_scheduler = []  # constant learning rate
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=50, val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=1, max_keep_ckpts=1,
+                    save_last=True, save_best='img_label/auc', rule='greater'),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+log_processor = dict(by_epoch=True)

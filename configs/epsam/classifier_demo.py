@@ -1,0 +1,44 @@
+# Stage 1 on the bundled demo patches (tools/make_demo_data.py: 240 train / 40 val / 60 test
+# patches of 512x512): the same EVP-ADL classifier as the Camelyon configs with a schedule
+# that runs in about 3-4 minutes on 2 CPU cores.
+#
+# Differences from the paper's recipe, for speed only:
+# * patches are DOWNSCALED 4x to 128x128 (area interpolation) for training and testing, so
+#   the CAM is 8x8 instead of 32x32 (the demo patches are composed at 0.5 um/px and
+#   upsampled 2x, so 128 px keeps half of their real detail);
+# * Adam lr 3e-4 for 8 epochs instead of lr 1e-5 for 50 (from random initialisation).
+_base_ = ['./classifier_camelyon16.py']
+data_root = 'data/demo'
+input_size = (128, 128)
+meta_keys = ('img_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor', 'flip',
+             'flip_direction', 'img_label', 'patch_name')
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=input_size, keep_ratio=False, interpolation='area'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandomFlip', prob=0.5, direction='vertical'),
+    dict(type='RandomRot90'),
+    dict(type='HistoColorJitter', brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0),
+    dict(type='RandomGrayscale', prob=0.1, keep_channels=True,
+         channel_weights=(0.114, 0.587, 0.299), color_format='bgr'),
+    dict(type='PackSegInputs', meta_keys=meta_keys),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=input_size, keep_ratio=False, interpolation='area'),
+    dict(type='PackSegInputs', meta_keys=meta_keys),
+]
+train_dataloader = dict(
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(lr=3e-4))
+train_cfg = dict(max_epochs=8, val_interval=2)
+default_hooks = dict(logger=dict(interval=5))
+randomness = dict(seed=0)
