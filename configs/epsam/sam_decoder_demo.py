@@ -12,9 +12,9 @@ _base_ = [
 sam_arch = 'tiny'
 model = dict(arch=sam_arch, checkpoint=None,
              embedding_cache=dict(cache_dir='work_dirs/epsam_demo/embedding_cache'))
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=150)
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=100)
 default_hooks = dict(
     logger=dict(interval=25, log_metric_by_epoch=False),
-    checkpoint=dict(by_epoch=False, interval=150))
+    checkpoint=dict(by_epoch=False, interval=100))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

@@ -1,0 +1,116 @@
+"""Load a patch's stage-1 outputs (fused CAM, initial mask, classifier score) for SAM.
+
+Stage-1 layout (team contract), under ``stage1_dir``::
+
+    cams/<split>/<name>.npy            fused CAM, float16, HxW, in [0, 1]
+    initial_masks/<split>/<name>.png   uint8 0/1, HxW
+    manifest_<split>.csv               name,label,cls_score,cam_area,mask_area
+"""
+from __future__ import annotations
+
+import csv
+import os.path as osp
+from typing import Optional
+
+import mmcv
+import numpy as np
+from mmcv.transforms import BaseTransform
+
+from mmseg.registry import TRANSFORMS
+
+
+def load_cam(path: str) -> np.ndarray:
+    """Read a fused CAM ``.npy`` (HxW, values in [0, 1]) as float32; clear error otherwise."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'CAM file not found: {path}')
+    try:
+        cam = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f'{path}: not a readable .npy array ({err})') from err
+    if cam.ndim != 2:
+        raise ValueError(f'{path}: a CAM must be a 2-D HxW array, got shape {cam.shape}')
+    cam = cam.astype(np.float32)
+    if not np.isfinite(cam).all() or cam.min() < 0 or cam.max() > 1 + 1e-3:
+        raise ValueError(f'{path}: CAM values must be finite and in [0, 1], '
+                         f'got [{cam.min()}, {cam.max()}]')
+    return cam
+
+
+def load_initial_mask(path: str) -> np.ndarray:
+    """Read an initial-mask PNG (HxW, 0 background / 1 tumour) as uint8; clear error otherwise."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'initial mask file not found: {path}')
+    mask = mmcv.imread(path, flag='unchanged', backend='cv2')
+    if mask is None or mask.ndim != 2:
+        raise ValueError(f'{path}: an initial mask must be a single-channel PNG, '
+                         f'got {None if mask is None else mask.shape}')
+    if mask.max() > 1:
+        raise ValueError(f'{path}: initial mask values must be 0/1, found {int(mask.max())}')
+    return mask.astype(np.uint8)
+
+
+def read_cls_scores(manifest_file: str) -> dict[str, float]:
+    """``name -> cls_score`` from a stage-1 manifest CSV."""
+    if not osp.isfile(manifest_file):
+        raise FileNotFoundError(f'stage-1 manifest not found: {manifest_file}')
+    with open(manifest_file, newline='') as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {'name', 'cls_score'} <= set(reader.fieldnames):
+            raise ValueError(f'{manifest_file}: needs columns name and cls_score, '
+                             f'has {reader.fieldnames}')
+        return {row['name']: float(row['cls_score']) for row in reader}
+
+
+@TRANSFORMS.register_module()
+class LoadCAMAndInitialMask(BaseTransform):
+    """Attach the stage-1 CAM, initial mask (and classifier score) of a patch.
+
+    The patch name is ``results['patch_name']`` (else the image file's stem).
+
+    Added keys: ``cam_path``, ``initial_mask_path``, ``cam`` (float32 HxW),
+    ``initial_mask`` (uint8 HxW) and, with ``with_cls_score``, ``cls_score`` (float).
+    List them in ``PackSegInputs(meta_keys=...)`` so they reach ``data_sample.metainfo``,
+    where ``PEPMPromptHead`` / ``SAMDecoderSegmentor`` read them.
+
+    Args:
+        stage1_dir: the stage-1 output folder (holds ``cams/``, ``initial_masks/``).
+        split: split name (``train``, ``val``, ``test``...).
+        with_cls_score: also read ``cls_score`` from ``manifest_<split>.csv`` (for the
+            classifier gate).
+        load_arrays: load the arrays here (in the data workers); False only records the paths
+            and the prompt head loads them.
+    """
+
+    def __init__(self, stage1_dir: str, split: str, with_cls_score: bool = False,
+                 load_arrays: bool = True) -> None:
+        self.cam_dir = osp.join(stage1_dir, 'cams', split)
+        self.initial_mask_dir = osp.join(stage1_dir, 'initial_masks', split)
+        self.manifest_file = osp.join(stage1_dir, f'manifest_{split}.csv')
+        self.with_cls_score = with_cls_score
+        self.load_arrays = load_arrays
+        self._cls_scores: Optional[dict[str, float]] = None
+
+    def transform(self, results: dict) -> dict:
+        """Add the CAM / initial-mask paths, arrays and score to ``results``."""
+        name = results.get('patch_name') or osp.splitext(osp.basename(results['img_path']))[0]
+        results['cam_path'] = osp.join(self.cam_dir, f'{name}.npy')
+        results['initial_mask_path'] = osp.join(self.initial_mask_dir, f'{name}.png')
+        if self.load_arrays:
+            results['cam'] = load_cam(results['cam_path'])
+            results['initial_mask'] = load_initial_mask(results['initial_mask_path'])
+            if results['cam'].shape != results['initial_mask'].shape:
+                raise ValueError(f'{results["cam_path"]}: CAM shape {results["cam"].shape} '
+                                 f'differs from initial mask {results["initial_mask_path"]} '
+                                 f'shape {results["initial_mask"].shape}')
+        if self.with_cls_score:
+            if self._cls_scores is None:
+                self._cls_scores = read_cls_scores(self.manifest_file)
+            if name not in self._cls_scores:
+                raise KeyError(f'{self.manifest_file}: no row for patch {name!r}')
+            results['cls_score'] = self._cls_scores[name]
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(cam_dir={self.cam_dir!r}, '
+                f'initial_mask_dir={self.initial_mask_dir!r}, '
+                f'with_cls_score={self.with_cls_score}, load_arrays={self.load_arrays})')

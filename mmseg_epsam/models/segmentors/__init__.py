@@ -1,0 +1,4 @@
+"""Segmentors: SAM with a trainable mask decoder."""
+from .sam_decoder_segmentor import SAMDecoderSegmentor
+
+__all__ = ['SAMDecoderSegmentor']

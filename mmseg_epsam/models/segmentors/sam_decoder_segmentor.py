@@ -1,0 +1,487 @@
+"""SAM with a frozen image / prompt encoder and a trainable mask decoder (method.md §4-§5).
+
+The children are Meta's ``segment_anything.modeling`` modules under Meta's names
+(``image_encoder``, ``prompt_encoder``, ``mask_decoder``), so the segmentor's state dict has
+exactly the keys of Meta's ``Sam`` and ``sam_vit_*.pth`` loads with no key conversion.
+Preprocessing, prompt encoding, decoding and upsampling call Meta's own code
+(``ResizeLongestSide``, ``Sam.preprocess``, ``Sam.postprocess_masks``), so logits equal
+``SamPredictor.predict(..., multimask_output=False, return_logits=True)``.
+"""
+from __future__ import annotations
+
+import copy
+from functools import partial
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.logging import MMLogger
+from mmengine.structures import PixelData
+from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
+                                       TwoWayTransformer)
+from segment_anything.utils.transforms import ResizeLongestSide
+from torch import Tensor, nn
+
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg_epsam.cache.embedding_cache import (VIEWS, EmbeddingCache, ModuleFingerprint,
+                                               apply_view, image_content_hash)
+from mmseg_epsam.functional.prompts import PromptSet, sam_input_shape
+from mmseg_epsam.models.heads.pepm_prompt_head import PEPMPromptHead
+from mmseg_epsam.utils.checkpoint import load_foreign_state_dict
+
+#: SAM's pixel statistics (RGB, 0-255), as in segment_anything's ``Sam``.
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+#: Logit written where no prediction is made (empty prompts, classifier gate).
+EMPTY_MASK_LOGIT = -100.0
+
+_SAM_COMMON = dict(img_size=1024, patch_size=16, window_size=14, prompt_embed_dim=256,
+                   decoder_mlp_dim=2048, decoder_num_heads=8, iou_head_hidden_dim=256,
+                   mask_in_chans=16)
+
+#: Architectures: Meta's three ViTs (values of segment_anything's ``build_sam``) and a tiny
+#: one for tests and CPU demos (ViT of width 64, depth 2, on 256x256 inputs: a 16x16
+#: embedding grid of 32 channels; 0.18 M frozen + 0.05 M decoder parameters, milliseconds
+#: per image on CPU).
+SAM_ARCHS: dict[str, dict] = {
+    'vit_b': dict(_SAM_COMMON, embed_dim=768, depth=12, num_heads=12,
+                  global_attn_indexes=(2, 5, 8, 11)),
+    'vit_l': dict(_SAM_COMMON, embed_dim=1024, depth=24, num_heads=16,
+                  global_attn_indexes=(5, 11, 17, 23)),
+    'vit_h': dict(_SAM_COMMON, embed_dim=1280, depth=32, num_heads=16,
+                  global_attn_indexes=(7, 15, 23, 31)),
+    'tiny': dict(_SAM_COMMON, img_size=256, embed_dim=64, depth=2, num_heads=2,
+                 global_attn_indexes=(1,), window_size=8, prompt_embed_dim=32,
+                 decoder_mlp_dim=128, decoder_num_heads=2, iou_head_hidden_dim=32),
+}
+
+_SAM_CHILDREN = ('image_encoder', 'prompt_encoder', 'mask_decoder')
+DECODER_RESET_MODES = ('pretrained', 'random', 'previous')
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """Settings of a named architecture, or a dict of overrides of ``vit_b``'s settings."""
+    if isinstance(arch, str):
+        if arch not in SAM_ARCHS:
+            raise ValueError(f'unknown SAM arch {arch!r}; choose from {sorted(SAM_ARCHS)} '
+                             'or give a dict of settings')
+        return dict(SAM_ARCHS[arch])
+    unknown = set(arch) - set(SAM_ARCHS['vit_b'])
+    if unknown:
+        raise ValueError(f'unknown SAM arch settings {sorted(unknown)}')
+    return dict(SAM_ARCHS['vit_b'], **arch)
+
+
+def build_mask_decoder(settings: dict) -> MaskDecoder:
+    """Meta's ``MaskDecoder`` (3 multimask outputs + 1 single-mask output) for ``settings``."""
+    dim = settings['prompt_embed_dim']
+    return MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=dim,
+                                      mlp_dim=settings['decoder_mlp_dim'],
+                                      num_heads=settings['decoder_num_heads']),
+        transformer_dim=dim, iou_head_depth=3,
+        iou_head_hidden_dim=settings['iou_head_hidden_dim'])
+
+
+def build_sam_modules(settings: dict) -> tuple[ImageEncoderViT, PromptEncoder, MaskDecoder]:
+    """Meta's image encoder, prompt encoder and mask decoder, as ``build_sam`` makes them."""
+    img_size, dim = settings['img_size'], settings['prompt_embed_dim']
+    grid = img_size // settings['patch_size']
+    image_encoder = ImageEncoderViT(
+        depth=settings['depth'], embed_dim=settings['embed_dim'], img_size=img_size,
+        mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_heads=settings['num_heads'], patch_size=settings['patch_size'], qkv_bias=True,
+        use_rel_pos=True, global_attn_indexes=tuple(settings['global_attn_indexes']),
+        window_size=settings['window_size'], out_chans=dim)
+    prompt_encoder = PromptEncoder(embed_dim=dim, image_embedding_size=(grid, grid),
+                                   input_image_size=(img_size, img_size),
+                                   mask_in_chans=settings['mask_in_chans'])
+    return image_encoder, prompt_encoder, build_mask_decoder(settings)
+
+
+def soft_dice_iou_loss(logits: Tensor, target: Tensor,
+                       smooth: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """Soft Dice and soft IoU losses of one image (method.md §5).
+
+    With ``p = sigmoid(logits)`` and ``g`` the binary target:
+    ``dice = 1 - (2 Σpg + s) / (Σp + Σg + s)``, ``iou = 1 - (Σpg + s) / (Σp + Σg - Σpg + s)``.
+    """
+    prob = logits.sigmoid().reshape(-1)
+    target = target.reshape(-1).to(prob.dtype)
+    intersection = (prob * target).sum()
+    total = prob.sum() + target.sum()
+    dice = 1 - (2 * intersection + smooth) / (total + smooth)
+    iou = 1 - (intersection + smooth) / (total - intersection + smooth)
+    return dice, iou
+
+
+def _split_pretrained(checkpoint: Optional[str], init_cfg) -> tuple[Optional[str], object]:
+    """Take a SAM checkpoint path out of ``init_cfg=dict(type='Pretrained', checkpoint=...)``."""
+    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        if checkpoint is not None and checkpoint != init_cfg.get('checkpoint'):
+            raise ValueError('give the SAM checkpoint either as `checkpoint` or in '
+                             f'init_cfg, not two different ones: {checkpoint} vs {init_cfg}')
+        return init_cfg['checkpoint'], None
+    return checkpoint, init_cfg
+
+
+@MODELS.register_module()
+class SAMDecoderSegmentor(BaseSegmentor):
+    """SAM segmentor whose prompts come from a :class:`PEPMPromptHead`.
+
+    Only the mask decoder trains; the image encoder and prompt encoder are frozen
+    (``requires_grad=False``, kept in eval mode by :meth:`train`). Single-mask output;
+    ``logits > 0`` is the mask.
+
+    Data: ``inputs`` are RGB images with values 0-255 (``SegDataPreProcessor`` with
+    ``bgr_to_rgb=True`` and no ``mean``/``std``: SAM's normalisation happens here, after the
+    resize, as in SAM). Training targets are ``gt_sem_seg`` (1 = tumour: the initial mask or
+    a pseudo-label). ``predict`` prompts each sample with PEPM from ``cam``/``initial_mask``
+    (or ``cam_path``/``initial_mask_path``) in its metainfo, or with explicit
+    ``point_coords``/``point_labels`` in the ``img_shape`` frame; it returns ``seg_logits``
+    (1xHxW) and ``pred_sem_seg`` at ``ori_shape``.
+
+    Args:
+        arch: ``'vit_b'``, ``'vit_l'``, ``'vit_h'``, ``'tiny'`` or a dict of settings.
+        checkpoint: Meta's ``sam_vit_*.pth`` (no key conversion), loaded with
+            ``torch.load(weights_only=True)`` at construction. Same as
+            ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+        prompt_head: config of the prompt head (``PEPMPromptHead``).
+        embedding_cache: ``dict(cache_dir=...)`` to cache image embeddings on disk (fp16)
+            for training, pseudo-labels and evaluation; None = encode every time.
+        dice_weight, iou_weight: loss weights (1:1 in the paper).
+        loss_smooth: smoothing of the soft losses (1e-3).
+        encoder_batch_size: images per image-encoder forward.
+        train_cfg: ``dict(views=('hflip', 'vflip', 'rot90'), view_prob=0.5, seed=0)``:
+            with probability ``view_prob`` a sample is replaced by one of ``views`` (from
+            ``VIEWS``; image and target together, embeddings cached per view). Default: none.
+        test_cfg: ``dict(classifier_gate=0.5)``: samples whose ``cls_score`` metainfo is
+            below the gate get an empty mask. Default: no gate.
+        data_preprocessor: defaults to ``SegDataPreProcessor(bgr_to_rgb=True)``.
+        init_cfg: mmengine init config (``Pretrained`` is handled as ``checkpoint``).
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'vit_b',
+                 checkpoint: Optional[str] = None,
+                 prompt_head: Optional[dict] = None,
+                 embedding_cache: Optional[dict] = None,
+                 dice_weight: float = 1.0,
+                 iou_weight: float = 1.0,
+                 loss_smooth: float = 1e-3,
+                 encoder_batch_size: int = 1,
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg=None) -> None:
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='SegDataPreProcessor', _scope_='mmseg',
+                                     bgr_to_rgb=True, pad_val=0, seg_pad_val=255)
+        checkpoint, init_cfg = _split_pretrained(checkpoint, init_cfg)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if getattr(self.data_preprocessor, '_enable_normalize', False):
+            raise ValueError('SAMDecoderSegmentor normalises images itself (after the resize, '
+                             'as SAM does): give its data_preprocessor mean=None, std=None')
+        self.arch_settings = resolve_arch(arch)
+        self.image_encoder, self.prompt_encoder, self.mask_decoder = \
+            build_sam_modules(self.arch_settings)
+        self.register_buffer('pixel_mean', torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1), False)
+        self.register_buffer('pixel_std', torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1), False)
+        for frozen in (self.image_encoder, self.prompt_encoder):
+            frozen.requires_grad_(False)
+            frozen.eval()
+        self.img_size = self.arch_settings['img_size']
+        self.resize = ResizeLongestSide(self.img_size)
+        self.prompt_head = MODELS.build(prompt_head or dict(type='PEPMPromptHead'))
+        self.embedding_cache = (EmbeddingCache(**embedding_cache)
+                                if embedding_cache is not None else None)
+        self._encoder_fingerprint = ModuleFingerprint(
+            self.image_encoder,
+            extra=(f'SAM preprocessing: ResizeLongestSide({self.img_size}) on uint8 RGB, '
+                   f'mean={SAM_PIXEL_MEAN}, std={SAM_PIXEL_STD}, zero pad'))
+        self.dice_weight, self.iou_weight, self.loss_smooth = dice_weight, iou_weight, loss_smooth
+        self.encoder_batch_size = encoder_batch_size
+        self.train_cfg = dict(train_cfg or {})
+        self.test_cfg = dict(test_cfg or {})
+        bad_views = set(self.train_cfg.get('views', ())) - set(VIEWS)
+        if bad_views:
+            raise ValueError(f'unknown train_cfg views {sorted(bad_views)}; choose from '
+                             f'{sorted(VIEWS)}')
+        self._view_rng = np.random.default_rng(self.train_cfg.get('seed', 0))
+        self.checkpoint = checkpoint
+        self._previous_decoder_state: Optional[dict] = None
+        if checkpoint is not None:
+            self.load_sam_checkpoint(checkpoint)
+        else:
+            self._pretrained_decoder_state = self._decoder_state_copy()
+
+    # ------------------------------------------------------------------ weights
+    def train(self, mode: bool = True) -> 'SAMDecoderSegmentor':
+        """Set train/eval mode; the frozen encoders always stay in eval mode."""
+        super().train(mode)
+        self.image_encoder.eval()
+        self.prompt_encoder.eval()
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``{'trainable': ..., 'frozen': ...}`` numbers of parameters."""
+        counts = {'trainable': 0, 'frozen': 0}
+        for param in self.parameters():
+            counts['trainable' if param.requires_grad else 'frozen'] += param.numel()
+        return counts
+
+    def _decoder_state_copy(self) -> dict[str, Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.mask_decoder.state_dict().items()}
+
+    def load_sam_checkpoint(self, path: str) -> None:
+        """Load Meta's ``sam_vit_*.pth`` (keys ``image_encoder.*``, ``prompt_encoder.*``,
+        ``mask_decoder.*``) strictly, with ``weights_only=True``; it becomes the
+        ``'pretrained'`` decoder state of :meth:`reset_decoder`.
+
+        Raises an error naming the file when it is missing, not weights-only, lacks or has
+        extra keys, or has shapes of another arch.
+        """
+        state = load_foreign_state_dict(path)
+        expected = {f'{child}.{key}' for child in _SAM_CHILDREN
+                    for key in getattr(self, child).state_dict()}
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(
+                f'{path}: not a Meta SAM checkpoint for arch {self._arch_name()}: '
+                f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys '
+                f'{unexpected[:3]} (expected the keys of segment_anything\'s Sam: '
+                'image_encoder.*, prompt_encoder.*, mask_decoder.*)')
+        for child in _SAM_CHILDREN:
+            prefix = f'{child}.'
+            try:
+                getattr(self, child).load_state_dict(
+                    {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            except RuntimeError as err:
+                raise ValueError(f'{path}: tensor shapes do not fit arch '
+                                 f'{self._arch_name()}: {err}') from err
+        self._pretrained_decoder_state = self._decoder_state_copy()
+        MMLogger.get_current_instance().info(
+            f'SAMDecoderSegmentor: loaded SAM weights from {path}')
+
+    def _arch_name(self) -> str:
+        for name, settings in SAM_ARCHS.items():
+            if settings == self.arch_settings:
+                return repr(name)
+        return repr(self.arch_settings)
+
+    def snapshot_decoder(self) -> dict[str, Tensor]:
+        """Remember the current decoder weights (CPU copy) for ``reset_decoder('previous')``."""
+        self._previous_decoder_state = self._decoder_state_copy()
+        return self._previous_decoder_state
+
+    def reset_decoder(self, mode: str = 'pretrained', seed: Optional[int] = None) -> None:
+        """Re-initialise the mask decoder in place (parameters keep their identity).
+
+        Args:
+            mode: ``'pretrained'``: the decoder of the loaded SAM checkpoint (without a
+                checkpoint: the decoder's weights at construction); ``'random'``: a fresh
+                PyTorch default initialisation (``seed`` makes it reproducible without
+                touching the global RNG); ``'previous'``: the last :meth:`snapshot_decoder`.
+            seed: seed for ``'random'``.
+
+        Optimiser state (e.g. AdamW moments) is not reset: build a new optimiser per round.
+        """
+        if mode == 'pretrained':
+            state = self._pretrained_decoder_state
+        elif mode == 'previous':
+            if self._previous_decoder_state is None:
+                raise RuntimeError("reset_decoder('previous') needs an earlier "
+                                   'snapshot_decoder() call')
+            state = self._previous_decoder_state
+        elif mode == 'random':
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                state = build_mask_decoder(self.arch_settings).state_dict()
+        else:
+            raise ValueError(f'mode must be one of {DECODER_RESET_MODES}, got {mode!r}')
+        self.mask_decoder.load_state_dict(state)
+
+    # ------------------------------------------------------------------ images
+    @staticmethod
+    def _uint8_images(inputs: Tensor, data_samples: Optional[Sequence[SegDataSample]]
+                      ) -> list[np.ndarray]:
+        """HxWx3 uint8 RGB arrays, cropped to each sample's ``img_shape`` (drops padding)."""
+        images = []
+        for i in range(inputs.shape[0]):
+            height, width = inputs.shape[-2:]
+            if data_samples is not None and 'img_shape' in data_samples[i].metainfo:
+                height, width = data_samples[i].metainfo['img_shape'][:2]
+            image = inputs[i, :, :height, :width].detach()
+            images.append(image.round().clamp(0, 255).to(torch.uint8)
+                          .permute(1, 2, 0).cpu().numpy())
+        return images
+
+    def _sam_input(self, image: np.ndarray) -> Tensor:
+        """SAM's encoder input for an HxWx3 uint8 RGB image (resize, normalise, pad)."""
+        resized = self.resize.apply_image(image)
+        tensor = torch.as_tensor(resized, device=self.pixel_mean.device)
+        return Sam.preprocess(self, tensor.permute(2, 0, 1).contiguous()[None])
+
+    def _encode(self, images: list[np.ndarray]) -> Tensor:
+        chunks = [self.image_encoder(torch.cat([self._sam_input(im) for im in
+                                                images[i:i + self.encoder_batch_size]]))
+                  for i in range(0, len(images), self.encoder_batch_size)]
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def image_embeddings(self, images: Sequence[np.ndarray],
+                         views: Optional[Sequence[str]] = None) -> Tensor:
+        """Image-encoder output ``[B, C, h, w]`` of uint8 RGB images (each under its view).
+
+        With an embedding cache, entries are looked up by (encoder fingerprint, image hash,
+        view); misses are encoded, stored in fp16 and returned fp16-rounded, so a result does
+        not depend on whether it was a hit.
+        """
+        views = list(views) if views is not None else ['identity'] * len(images)
+        viewed = [apply_view(image, view) for image, view in zip(images, views)]
+        if self.embedding_cache is None:
+            return self._encode(viewed)
+        fingerprint = self._encoder_fingerprint.value()
+        hashes = [image_content_hash(image) for image in images]
+        cached = [self.embedding_cache.load(fingerprint, h, v) for h, v in zip(hashes, views)]
+        todo = [i for i, c in enumerate(cached) if c is None]
+        if todo:
+            fresh = self._encode([viewed[i] for i in todo]).half().cpu().numpy()
+            for i, embedding in zip(todo, fresh):
+                self.embedding_cache.save(fingerprint, hashes[i], views[i], embedding)
+                cached[i] = embedding
+        return torch.from_numpy(np.stack(cached)).to(self.pixel_mean.device, torch.float32)
+
+    def extract_feat(self, inputs: Tensor) -> Tensor:
+        """Image embeddings of a batch of 0-255 RGB images (through the cache if set)."""
+        return self.image_embeddings(self._uint8_images(inputs, None))
+
+    # ------------------------------------------------------------------ decoding
+    def decode_prompts(self, embedding: Tensor, prompts: PromptSet,
+                       input_size: tuple[int, int], output_size: tuple[int, int]) -> Tensor:
+        """Single-mask logits ``[1, 1, H, W]`` at ``output_size`` for one image's prompts.
+
+        ``embedding`` is ``[1, C, h, w]``; ``input_size`` the image's size in SAM's frame.
+        """
+        coords, labels, box = PEPMPromptHead.to_tensors(prompts, embedding.device)
+        points = (coords, labels) if coords.shape[1] else None
+        sparse, dense = self.prompt_encoder(points=points, boxes=box, masks=None)
+        low_res, _ = self.mask_decoder(
+            image_embeddings=embedding, image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+            multimask_output=False)
+        return Sam.postprocess_masks(self, low_res, input_size, tuple(output_size))
+
+    def _draw_views(self, count: int) -> list[str]:
+        views = tuple(self.train_cfg.get('views', ()))
+        prob = self.train_cfg.get('view_prob', 0.5)
+        return [str(self._view_rng.choice(views)) if views and self._view_rng.random() < prob
+                else 'identity' for _ in range(count)]
+
+    def loss(self, inputs: Tensor, data_samples: Sequence[SegDataSample]) -> dict:
+        """Soft Dice + soft IoU (per image, averaged) of the decoder's mask vs ``gt_sem_seg``.
+
+        Each image is prompted with ``num_points`` points uniform from its target. Images
+        with an empty target give no prompt and are skipped (not even encoded); a batch with
+        none left gives a zero loss that still reaches the decoder parameters.
+        """
+        images = self._uint8_images(inputs, data_samples)
+        views = self._draw_views(len(images))
+        targets, prompts = [], []
+        for image, view, sample in zip(images, views, data_samples):
+            height, width = image.shape[:2]
+            target = (sample.gt_sem_seg.data[0, :height, :width] == 1).cpu().numpy()
+            targets.append(apply_view(target, view))
+            prompts.append(self.prompt_head.prompts_for_sample(sample.metainfo, 'train',
+                                                               self.img_size, targets[-1]))
+        todo = [i for i, p in enumerate(prompts) if not p.is_empty]
+        if not todo:
+            zero = sum(p.sum() for p in self.mask_decoder.parameters()) * 0.0
+            return dict(loss_dice=zero, loss_iou=zero)
+        embeddings = self.image_embeddings([images[i] for i in todo], [views[i] for i in todo])
+        dice_terms, iou_terms = [], []
+        for k, i in enumerate(todo):
+            input_size = sam_input_shape(*targets[i].shape, self.img_size)
+            logits = self.decode_prompts(embeddings[k:k + 1], prompts[i], input_size,
+                                         targets[i].shape)
+            dice, iou = soft_dice_iou_loss(logits[0, 0], torch.from_numpy(targets[i]).to(
+                logits.device), self.loss_smooth)
+            dice_terms.append(dice)
+            iou_terms.append(iou)
+        return dict(loss_dice=self.dice_weight * torch.stack(dice_terms).mean(),
+                    loss_iou=self.iou_weight * torch.stack(iou_terms).mean())
+
+    @torch.no_grad()
+    def predict(self, inputs: Tensor,
+                data_samples: Optional[Sequence[SegDataSample]] = None) -> list[SegDataSample]:
+        """Masks from PEPM (or explicit) prompts, at each sample's ``ori_shape``.
+
+        Adds ``seg_logits`` (1xHxW float), ``pred_sem_seg`` (1xHxW, logits > 0) and metainfo
+        ``prompt_points`` (``(N, 2)`` ``(x, y)`` in the patch frame), ``prompt_empty`` (no
+        prompt: empty mask) and ``classifier_gated``.
+        """
+        if data_samples is None:
+            raise ValueError('SAMDecoderSegmentor.predict needs data samples carrying the '
+                             'prompts (cam/initial_mask or point_coords in their metainfo)')
+        images = self._uint8_images(inputs, data_samples)
+        gate = self.test_cfg.get('classifier_gate')
+        prompts: list[Optional[PromptSet]] = []
+        for sample in data_samples:
+            meta = sample.metainfo
+            if gate is not None and 'cls_score' not in meta:
+                raise KeyError(f'test_cfg.classifier_gate is set but {meta.get("img_path")} '
+                               'has no cls_score: use LoadCAMAndInitialMask(with_cls_score=True)'
+                               " and add 'cls_score' to PackSegInputs' meta_keys")
+            gated = gate is not None and float(meta['cls_score']) < gate
+            found = None if gated else self.prompt_head.prompts_for_sample(
+                meta, 'pepm', self.img_size)
+            sample.set_metainfo(dict(
+                classifier_gated=gated, prompt_empty=found is None or found.is_empty,
+                prompt_points=(np.zeros((0, 2), np.float32) if found is None
+                               else found.frame_coords)))
+            prompts.append(None if found is None or found.is_empty else found)
+        todo = [i for i, p in enumerate(prompts) if p is not None]
+        embeddings = self.image_embeddings([images[i] for i in todo]) if todo else None
+        row = {i: k for k, i in enumerate(todo)}
+        for i, sample in enumerate(data_samples):
+            out_size = tuple(sample.metainfo.get('ori_shape', images[i].shape[:2])[:2])
+            if prompts[i] is None:
+                logits = torch.full((1, *out_size), EMPTY_MASK_LOGIT, device=inputs.device)
+            else:
+                k = row[i]
+                input_size = sam_input_shape(*images[i].shape[:2], self.img_size)
+                logits = self.decode_prompts(embeddings[k:k + 1], prompts[i], input_size,
+                                             out_size)[0]
+            sample.set_data(dict(seg_logits=PixelData(data=logits),
+                                 pred_sem_seg=PixelData(data=(logits > 0).long())))
+        return list(data_samples)
+
+    def predict_logits(self, image: np.ndarray, point_coords: np.ndarray,
+                       point_labels: np.ndarray, box: Optional[np.ndarray] = None) -> Tensor:
+        """Logits ``[H, W]`` for one HxWx3 uint8 RGB image and prompts in its frame.
+
+        The counterpart of ``SamPredictor.set_image(image); predict(point_coords,
+        point_labels, box, multimask_output=False, return_logits=True)``.
+        """
+        sample = SegDataSample(metainfo=dict(img_shape=image.shape[:2], ori_shape=image.shape[:2],
+                                             point_coords=point_coords,
+                                             point_labels=point_labels, box=box))
+        inputs = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        return self.predict(inputs.to(self.pixel_mean.device), [sample])[0].seg_logits.data[0]
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        """Logits ``[B, 1, H, W]`` at ``ori_shape`` (all samples of one size) from metas."""
+        samples = [SegDataSample(metainfo=copy.copy(meta)) for meta in batch_img_metas]
+        return torch.stack([s.seg_logits.data for s in self.predict(inputs, samples)])
+
+    def _forward(self, inputs: Tensor,
+                 data_samples: Optional[Sequence[SegDataSample]] = None) -> Tensor:
+        """Logits ``[B, 1, H, W]`` (tensor mode)."""
+        if data_samples is None:
+            raise ValueError('SAMDecoderSegmentor needs data samples carrying the prompts')
+        return self.encode_decode(inputs, [s.metainfo for s in data_samples])

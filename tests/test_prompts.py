@@ -1,0 +1,168 @@
+"""Prompt sampling (training, PEPM Eq. 4), scaling to SAM's frame, and the PEPM head."""
+import numpy as np
+import pytest
+
+from mmseg_epsam.functional.prompts import (build_prompt_set, mask_bounding_box, patch_rng,
+                                            sam_input_shape, sample_negative_points,
+                                            sample_pepm_points, sample_uniform_points,
+                                            scale_coords_to_sam)
+
+
+def _in_mask(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    cols, rows = points[:, 0].astype(int), points[:, 1].astype(int)
+    return mask[rows, cols] > 0
+
+
+def _as_set(points: np.ndarray) -> set:
+    return {tuple(p) for p in points.astype(int).tolist()}
+
+
+def test_uniform_points_inside_unique_and_seeded():
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 20:50] = 1
+    points = sample_uniform_points(mask, 50, np.random.default_rng(0))
+    assert points.shape == (50, 2) and points.dtype == np.float32
+    assert _in_mask(points, mask).all()
+    assert len(_as_set(points)) == 50  # without replacement
+    again = sample_uniform_points(mask, 50, np.random.default_rng(0))
+    other = sample_uniform_points(mask, 50, np.random.default_rng(1))
+    np.testing.assert_array_equal(points, again)
+    assert not np.array_equal(points, other)
+
+
+def test_empty_and_tiny_masks():
+    empty = np.zeros((16, 16), np.uint8)
+    assert sample_uniform_points(empty, 50, np.random.default_rng(0)).shape == (0, 2)
+    assert sample_pepm_points(np.ones((16, 16)), empty, 50,
+                              np.random.default_rng(0)).shape == (0, 2)
+    prompts = build_prompt_set(np.zeros((0, 2)), (16, 16), 1024)
+    assert prompts.is_empty and prompts.point_coords.shape == (0, 2)
+
+    tiny = np.zeros((16, 16), np.uint8)
+    tiny[3, 4:14] = 1  # 10 pixels
+    all_points = sample_uniform_points(tiny, 50, np.random.default_rng(0), 'all')
+    assert _as_set(all_points) == {(x, 3) for x in range(4, 14)} and len(all_points) == 10
+    replaced = sample_uniform_points(tiny, 50, np.random.default_rng(0), 'replace')
+    assert replaced.shape == (50, 2) and _in_mask(replaced, tiny).all()
+    with pytest.raises(ValueError, match='small_mask_policy'):
+        sample_uniform_points(tiny, 50, np.random.default_rng(0), 'pad')
+
+
+def test_pepm_probability_follows_eq4():
+    """One point per draw: frequencies match S_ij = A_ij / sum(A) inside the mask."""
+    mask = np.array([[1, 1, 1, 0]], np.uint8)
+    cam = np.array([[1.0, 2.0, 5.0, 100.0]])  # the big value lies outside the mask
+    rng = np.random.default_rng(0)
+    draws = [int(sample_pepm_points(cam, mask, 1, rng)[0, 0]) for _ in range(4000)]
+    freq = np.bincount(draws, minlength=4) / len(draws)
+    np.testing.assert_allclose(freq, [1 / 8, 2 / 8, 5 / 8, 0], atol=0.025)
+
+
+def test_pepm_without_replacement_and_zero_cam_fill():
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, :2] = 1  # 64 pixels
+    cam = np.zeros((32, 32))
+    cam[:20, 0] = np.linspace(0.1, 1.0, 20)  # 20 positive-CAM pixels
+    points = sample_pepm_points(cam, mask, 50, np.random.default_rng(0))
+    assert len(points) == 50 and len(_as_set(points)) == 50
+    assert _in_mask(points, mask).all()
+    positive = {(0, y) for y in range(20)}
+    assert positive <= _as_set(points)  # every positive-CAM pixel before any zero-CAM one
+
+    cam_hot = np.zeros((32, 32))
+    cam_hot[:, 0] = 1.0
+    cam_hot[:, 1] = 1e-3
+    hot = sample_pepm_points(cam_hot, mask, 10, np.random.default_rng(0))
+    assert (hot[:, 0] == 0).sum() >= 9  # sampled where the CAM is high
+
+
+def test_pepm_rejects_bad_cam():
+    mask = np.ones((4, 4), np.uint8)
+    with pytest.raises(ValueError, match='shape'):
+        sample_pepm_points(np.ones((4, 5)), mask, 5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match='non-negative'):
+        sample_pepm_points(-np.ones((4, 4)), mask, 5, np.random.default_rng(0))
+
+
+def test_scaling_to_sam_frame_matches_resize_longest_side():
+    transforms = pytest.importorskip('segment_anything.utils.transforms')
+    coords = np.array([[300.0, 100.0], [0.0, 0.0], [511.0, 511.0]])
+    scaled = scale_coords_to_sam(coords, (512, 512), 1024)
+    np.testing.assert_allclose(scaled, [[600, 200], [0, 0], [1022, 1022]])
+    for shape in [(512, 512), (300, 500), (123, 77)]:
+        ref = transforms.ResizeLongestSide(1024).apply_coords(coords.copy(), shape)
+        np.testing.assert_allclose(scale_coords_to_sam(coords, shape, 1024), ref, rtol=1e-6)
+        assert sam_input_shape(*shape, 1024) == transforms.ResizeLongestSide.get_preprocess_shape(
+            shape[0], shape[1], 1024)
+
+
+def test_reference_bug_flag_keeps_points_in_top_left_quadrant():
+    mask = np.ones((512, 512), np.uint8)
+    points = sample_uniform_points(mask, 50, np.random.default_rng(0))
+    fixed = build_prompt_set(points, (512, 512), 1024)
+    buggy = build_prompt_set(points, (512, 512), 1024, reference_unscaled_coords=True)
+    assert (buggy.point_coords < 512).all()
+    np.testing.assert_array_equal(buggy.point_coords, points)
+    np.testing.assert_allclose(fixed.point_coords, points * 2)
+    assert (fixed.point_coords >= 512).any(axis=1).sum() > 25  # spread over the whole frame
+
+
+def test_negative_points_and_box():
+    mask = np.zeros((20, 40), np.uint8)
+    mask[5:10, 8:30] = 1
+    negatives = sample_negative_points(mask, 30, np.random.default_rng(0))
+    assert len(negatives) == 30 and not _in_mask(negatives, mask).any()
+    box = mask_bounding_box(mask)
+    np.testing.assert_array_equal(box, [8, 5, 29, 9])
+    assert mask_bounding_box(np.zeros((4, 4))) is None
+    prompts = build_prompt_set(np.array([[10, 6]]), (20, 40), 80, negative_xy=negatives,
+                               box_xyxy=box)
+    np.testing.assert_array_equal(prompts.point_labels, [1] + [0] * 30)
+    np.testing.assert_allclose(prompts.box, np.array([8, 5, 29, 9]) * 2)  # 40 -> 80: x2
+
+
+def test_patch_rng_depends_on_seed_and_key_only():
+    a = patch_rng(0, 'patch_001').random(3)
+    np.testing.assert_array_equal(a, patch_rng(0, 'patch_001').random(3))
+    assert not np.array_equal(a, patch_rng(0, 'patch_002').random(3))
+    assert not np.array_equal(a, patch_rng(1, 'patch_001').random(3))
+
+
+def test_pepm_head_from_arrays_paths_and_explicit(tmp_path):
+    cv2 = pytest.importorskip('cv2')
+    from mmseg_epsam.models.heads import PEPMPromptHead
+
+    cam = np.zeros((64, 64), np.float32)
+    cam[16:48, 16:48] = 0.5
+    initial_mask = (cam > 0).astype(np.uint8)
+    head = PEPMPromptHead(num_points=50, seed=3)
+    meta = dict(cam=cam, initial_mask=initial_mask, patch_name='p1', img_shape=(64, 64))
+    from_arrays = head.prompts_for_sample(meta, 'pepm', 128)
+    assert from_arrays.point_coords.shape == (50, 2)
+    np.testing.assert_allclose(from_arrays.point_coords, from_arrays.frame_coords * 2)
+    assert _in_mask(from_arrays.frame_coords, initial_mask).all()
+
+    np.save(tmp_path / 'p1.npy', cam.astype(np.float16))
+    cv2.imwrite(str(tmp_path / 'p1.png'), initial_mask)
+    from_paths = head.prompts_for_sample(
+        dict(cam_path=str(tmp_path / 'p1.npy'), initial_mask_path=str(tmp_path / 'p1.png'),
+             patch_name='p1'), 'pepm', 128)
+    np.testing.assert_array_equal(from_arrays.point_coords, from_paths.point_coords)
+
+    with pytest.raises(KeyError, match='LoadCAMAndInitialMask'):
+        head.prompts_for_sample(dict(img_path='x.png'), 'pepm', 128)
+
+    explicit = head.prompts_for_sample(
+        dict(point_coords=np.array([[3, 4]]), point_labels=np.array([0]), img_shape=(64, 64)),
+        'pepm', 128)
+    np.testing.assert_array_equal(explicit.point_coords, [[6, 8]])
+    assert explicit.is_empty  # a negative point alone is no positive prompt
+
+    train = head.prompts_for_sample({}, 'train', 128, target_mask=initial_mask)
+    assert _in_mask(train.frame_coords, initial_mask).all()
+    coords, labels, box = PEPMPromptHead.to_tensors(train, 'cpu')
+    assert tuple(coords.shape) == (1, 50, 2) and tuple(labels.shape) == (1, 50) and box is None
+    with_box = PEPMPromptHead(num_negative_points=5, use_box=True).train_prompts(
+        initial_mask, 128)
+    np.testing.assert_allclose(with_box.box, [32, 32, 94, 94])
+    assert (with_box.point_labels == 0).sum() == 5
