@@ -1,5 +1,8 @@
 """Shared fixtures: a tiny on-disk patch dataset in the project's format."""
+import os
 import os.path as osp
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -17,7 +20,6 @@ def write_patch_dataset(root, split='train', n_pos=2, n_neg=2, size=32, seed=0,
     img_dir = osp.join(root, 'img_dir', split)
     ann_dir = osp.join(root, 'ann_dir', split)
     for d in (img_dir, ann_dir, osp.join(root, 'splits')):
-        import os
         os.makedirs(d, exist_ok=True)
     entries = []
     for i in range(n_pos + n_neg):
@@ -42,3 +44,14 @@ def patch_root(tmp_path):
     for split in ('train', 'val', 'test'):
         write_patch_dataset(str(tmp_path), split)
     return str(tmp_path)
+
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def run_tool(*args, timeout=600):
+    """Run ``python <args>`` in the repository root; fail with its output; return the log."""
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr

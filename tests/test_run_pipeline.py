@@ -2,28 +2,22 @@
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
-from conftest import write_patch_dataset
+from conftest import run_tool, write_patch_dataset
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STAGES = ('classifier', 'cams', 'decoder_r0', 'decoder_r1', 'pseudo_label_dataset', 'test')
 
 
 def run_pipeline(data_root, work_dir, *extra):
-    cmd = [sys.executable, 'tools/run_pipeline.py', 'configs/epsam/epsam_demo.py',
+    return run_tool('tools/run_pipeline.py', 'configs/epsam/epsam_demo.py',
            '--work-dir', work_dir, '--data-root', data_root, '--cfg-options',
            'classifier.cfg_options.train_cfg.max_epochs=1',
            'classifier.cfg_options.train_dataloader.batch_size=2',
            'decoder.cfg_options.train_cfg.max_iters=2',
            'decoder.cfg_options.train_dataloader.batch_size=2',
-           'rounds.num_rounds=1', 'rounds.ids_threshold=0.0', *extra]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result.stdout + result.stderr
+           'rounds.num_rounds=1', 'rounds.ids_threshold=0.0', *extra)
 
 
 @pytest.fixture(scope='module')

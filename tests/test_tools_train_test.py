@@ -2,17 +2,14 @@
 import glob
 from fractions import Fraction
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import write_patch_dataset
+from conftest import ROOT, run_tool, write_patch_dataset
 from mmseg_epsam.utils import load_foreign_state_dict, trusted_mmengine_checkpoints
 from mmengine.runner.checkpoint import CheckpointLoader
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'epsam', 'unet_demo.py')
 
 
@@ -27,13 +24,6 @@ def overrides(data_root, max_iters):
              'default_hooks.checkpoint.interval=2', 'train_dataloader.batch_size=2',
              'default_hooks.logger.interval=1']
     return opts
-
-
-def run_tool(*args):
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope='module')

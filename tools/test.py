@@ -9,9 +9,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; Runner.from_cfg skips custom_imports)
-from mmseg.registry import RUNNERS
 from mmseg.utils import register_all_modules
-from mmseg_epsam.engine import EPSAMRunner
+from mmseg_epsam.utils.tool_config import build_tool_runner, load_tool_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,15 +68,7 @@ def main() -> None:
     args = parse_args()
     register_all_modules(init_default_scope=True)
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
 
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
@@ -90,7 +81,7 @@ def main() -> None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else EPSAMRunner.from_cfg(cfg)
+    runner = build_tool_runner(cfg)
     runner.test()
     if args.out is not None:
         print(f'Predicted masks written to {osp.abspath(args.out)}')

@@ -7,13 +7,12 @@ import logging
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; Runner.from_cfg skips custom_imports)
-from mmseg.registry import RUNNERS
 from mmseg.utils import register_all_modules
-from mmseg_epsam.engine import EPSAMRunner
+from mmseg_epsam.utils.tool_config import build_tool_runner, load_tool_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,27 +48,11 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build_runner(cfg: Config):
-    """Build ``cfg.runner_type`` from the registry, else :class:`EPSAMRunner`."""
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return EPSAMRunner.from_cfg(cfg)
-
-
 def main() -> None:
     args = parse_args()
     register_all_modules(init_default_scope=True)
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir priority: CLI > config > config file name
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
 
     if args.amp is True:
         optim_wrapper = cfg.optim_wrapper.type
@@ -84,7 +67,7 @@ def main() -> None:
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
     cfg.resume = args.resume
-    runner = build_runner(cfg)
+    runner = build_tool_runner(cfg)
     runner.train()
     print_log(f'Checkpoints and logs are in {osp.abspath(cfg.work_dir)}', logger='current')
 

@@ -1,0 +1,451 @@
+"""Stage 1 of EP-SAM: fused CAMs, initial masks and a manifest for each patch of a split.
+
+The one implementation behind :class:`~mmseg_epsam.engine.hooks.CAMGeneratorHook` (after
+classifier training) and ``tools/generate_cams.py`` (from a checkpoint). For each patch of a
+split (by default the positive patches of ``train``, every patch of other splits) it writes,
+under ``out_dir`` (the team's stage-1 contract)::
+
+    cams/<split>/<name>.npy            fused CAM, float16, H x W of the patch, in [0, 1]
+    initial_masks/<split>/<name>.png   uint8 0/1, H x W of the patch
+    manifest_<split>.csv               name,label,cls_score,cam_area,mask_area
+    vis/<split>/<name>.png             image | CAM heat map | initial mask | GT (on request)
+    eval_<split>.json                  initial masks against GT (where GT exists)
+    settings_<split>.json              the post-processing settings and model fingerprint
+
+``cls_score`` is the classifier's tumour probability on the unrotated patch; ``cam_area`` is
+the mean of the fused CAM over the patch (its soft area, a fraction in [0, 1]);
+``mask_area`` is the fraction of patch pixels in the initial mask.
+
+Patches are processed in dataset (split-file) order. Every file is written atomically, and
+the manifest is rewritten atomically at least every minute and at the end, so a stopped run
+resumes: a patch counts as done when its manifest row, CAM and mask (and picture, when
+pictures are asked for) exist. Outputs made by another model or other settings are refused
+(``overwrite=True`` regenerates them).
+"""
+import copy
+import csv
+import hashlib
+import io
+import json
+import os
+import os.path as osp
+import time
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.logging import MMLogger
+from mmengine.utils import ProgressBar
+from torch.utils.data import DataLoader, Subset
+
+from mmseg_epsam.functional.cam import (CAMPostprocess, initial_mask_from_cam,
+                                        rotate_and_fuse_cams)
+from mmseg_epsam.functional.metrics import false_positive_fraction, patch_dice_iou
+from mmseg_epsam.utils import atomic_write
+
+MANIFEST_FIELDS = ('name', 'label', 'cls_score', 'cam_area', 'mask_area')
+DEFAULT_GATE_THRESHOLD = 0.5
+MANIFEST_FLUSH_SECONDS = 60.0
+# Splits whose negatives are skipped by default: the SAM stages need positive patches only.
+POSITIVES_ONLY_SPLITS = ('train', )
+
+
+def load_classifier_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
+    """Load an MMEngine checkpoint of this project's own classifier runs into ``model``.
+
+    The file is unpickled with ``weights_only=False`` for this call only: MMEngine
+    checkpoints hold ``HistoryBuffer`` objects that no safe allow-list covers (see
+    ``docs``/stack notes); never point it at a file from elsewhere.
+
+    Raises:
+        FileNotFoundError / RuntimeError naming ``checkpoint`` when it is missing, not an
+        MMEngine checkpoint, or its keys do not match the model.
+    """
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'{checkpoint}: checkpoint not found')
+    loaded = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    state_dict = loaded.get('state_dict') if isinstance(loaded, dict) else None
+    if not isinstance(state_dict, dict):
+        raise RuntimeError(f'{checkpoint}: not an MMEngine checkpoint (no "state_dict" entry)')
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
+                  for k, v in state_dict.items()}
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f'{checkpoint}: its weights do not fit the configured {type(model).__name__}: '
+            f'missing keys {missing[:5]} (of {len(missing)}), unexpected keys '
+            f'{unexpected[:5]} (of {len(unexpected)}); is it a checkpoint of this config?')
+
+
+def generation_dataset_cfg(cfg: Config, split: str) -> dict:
+    """Dataset config of ``split`` for CAM generation: the config's test pipeline, no GT.
+
+    The patches are those of the patch-dataset layout, named by the split:
+    ``splits/<split>.txt``, ``img_dir/<split>``, ``ann_dir/<split>`` (configs may point
+    ``test_dataloader`` at the val split, so the loaders' own split files are not used).
+    The other dataset settings (type, ``data_root``, suffixes) come from
+    ``train_dataloader`` for ``train`` and from ``test_dataloader`` otherwise. The pipeline
+    is the test dataloader's (no augmentation) without ``LoadAnnotations``: ground truth is
+    read by the evaluation from ``seg_map_path``, so splits without masks work too.
+    """
+    def unwrap(dataset):  # dataset wrappers (RepeatDataset, ...) hold the real one inside
+        while 'pipeline' not in dataset and 'dataset' in dataset:
+            dataset = dataset['dataset']
+        return dataset
+
+    test_dataset = unwrap(cfg.test_dataloader.dataset)
+    source = unwrap(cfg.train_dataloader.dataset) if split == 'train' else test_dataset
+    dataset = copy.deepcopy(dict(source))
+    dataset.update(
+        ann_file=f'splits/{split}.txt',
+        data_prefix=dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}'),
+        pipeline=[copy.deepcopy(t) for t in test_dataset['pipeline']
+                  if t.get('type') != 'LoadAnnotations'])
+    if dataset.get('masks') == 'required':
+        dataset['masks'] = 'optional'
+    return dataset
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-1 of the model's state dict (names and bytes): which weights made the outputs."""
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path) as tmp_path, open(tmp_path, 'wb') as f:
+        f.write(data)
+
+
+def _write_png(path: str, image: np.ndarray) -> None:
+    """Encode ``image`` as PNG and write it atomically."""
+    ok, encoded = cv2.imencode('.png', image)
+    if not ok:
+        raise RuntimeError(f'{path}: PNG encoding failed')
+    _write_bytes(path, encoded.tobytes())
+
+
+def _write_npy(path: str, array: np.ndarray) -> None:
+    """Save ``array`` in ``.npy`` format atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    _write_bytes(path, buffer.getvalue())
+
+
+def _write_manifest(path: str, rows: List[dict]) -> None:
+    """Write the manifest CSV atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_bytes(path, text.getvalue().encode())
+
+
+def read_manifest(path: str) -> Dict[str, dict]:
+    """Rows of a manifest CSV keyed by patch name (empty when the file does not exist)."""
+    if not osp.isfile(path):
+        return {}
+    with open(path, newline='', encoding='utf-8') as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+            raise ValueError(f'{path}: expected manifest columns {",".join(MANIFEST_FIELDS)}, '
+                             f'got {reader.fieldnames}')
+        return {row['name']: row for row in reader}
+
+
+def _read_gray(path: str) -> np.ndarray:
+    """Read a single-channel PNG as uint8, naming the file when it cannot be read."""
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FileNotFoundError(f'{path}: missing or unreadable image')
+    if image.ndim != 2:
+        raise ValueError(f'{path}: expected a single-channel mask, got shape {image.shape}')
+    return image
+
+
+def _panel_title(panel: np.ndarray, title: str) -> np.ndarray:
+    """Write ``title`` in the top-left corner of a BGR panel (in place) and return it."""
+    scale = max(panel.shape[0] / 512.0, 0.3)
+    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(panel, title, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.7 * scale, colour, max(1, int(thickness * scale)), cv2.LINE_AA)
+    return panel
+
+
+def render_picture(image_bgr: np.ndarray, cam: np.ndarray, initial_mask: np.ndarray,
+                   gt_mask: Optional[np.ndarray], cls_score: float) -> np.ndarray:
+    """Side-by-side BGR picture: image | CAM heat map over the image | initial mask | GT.
+
+    Masks are drawn in the tumour palette colour (red) on black; a missing GT is a grey
+    panel.
+    """
+    heat = cv2.applyColorMap(np.round(cam * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    overlay = cv2.addWeighted(image_bgr, 0.5, heat, 0.5, 0)
+    red = np.array([0, 0, 255], np.uint8)
+
+    def mask_panel(mask):
+        return np.where(mask[..., None] > 0, red, np.zeros(3, np.uint8)).astype(np.uint8)
+
+    gt_panel = (mask_panel(gt_mask == 1) if gt_mask is not None else
+                np.full_like(image_bgr, 96))
+    panels = [
+        _panel_title(image_bgr.copy(), 'image'),
+        _panel_title(overlay, f'CAM  p={cls_score:.2f}'),
+        _panel_title(mask_panel(initial_mask), 'initial mask'),
+        _panel_title(gt_panel, 'GT' if gt_mask is not None else 'no GT'),
+    ]
+    return np.concatenate(panels, axis=1)
+
+
+class SplitWriter:
+    """Paths, resume state and manifest of one split under ``out_dir``."""
+
+    def __init__(self, out_dir: str, split: str, show: bool) -> None:
+        self.split = split
+        self.show = show
+        self.cam_dir = osp.join(out_dir, 'cams', split)
+        self.mask_dir = osp.join(out_dir, 'initial_masks', split)
+        self.vis_dir = osp.join(out_dir, 'vis', split)
+        self.manifest_path = osp.join(out_dir, f'manifest_{split}.csv')
+        self.settings_path = osp.join(out_dir, f'settings_{split}.json')
+        self.eval_path = osp.join(out_dir, f'eval_{split}.json')
+
+    def cam_path(self, name: str) -> str:
+        return osp.join(self.cam_dir, name + '.npy')
+
+    def mask_path(self, name: str) -> str:
+        return osp.join(self.mask_dir, name + '.png')
+
+    def vis_path(self, name: str) -> str:
+        return osp.join(self.vis_dir, name + '.png')
+
+    def is_complete(self, name: str, rows: Dict[str, dict]) -> bool:
+        """Whether ``name`` has its manifest row and all its files (atomic, so whole)."""
+        paths = [self.cam_path(name), self.mask_path(name)]
+        if self.show:
+            paths.append(self.vis_path(name))
+        return name in rows and all(osp.isfile(p) for p in paths)
+
+    def check_settings(self, settings: dict, overwrite: bool) -> None:
+        """Refuse to resume over outputs made with other settings or another model."""
+        if not overwrite and osp.isfile(self.settings_path):
+            with open(self.settings_path, encoding='utf-8') as f:
+                previous = json.load(f)
+            if previous != settings:
+                raise RuntimeError(
+                    f'{self.settings_path}: the outputs of split {self.split!r} in this '
+                    f'folder were made with other settings or another model '
+                    f'({previous} vs now {settings}); use another out_dir or overwrite=True '
+                    f'(--overwrite)')
+        _write_bytes(self.settings_path, json.dumps(settings, indent=2).encode())
+
+
+def _tumour_scores(model: torch.nn.Module, inputs: torch.Tensor,
+                   data_samples: list) -> torch.Tensor:
+    """The classifier's tumour probability ``[B]`` (its predict mode, unrotated input)."""
+    results = model(inputs, data_samples, mode='predict')
+    return torch.stack([r.pred_score.reshape(-1)[0].float() for r in results])
+
+
+def _crop_to_image(cam: torch.Tensor, img_shape: Sequence[int],
+                   batch_shape: Sequence[int]) -> torch.Tensor:
+    """Drop the part of a feature-resolution CAM ``[h, w]`` that covers batch padding."""
+    if tuple(img_shape[:2]) == tuple(batch_shape):
+        return cam
+    rows = max(1, round(cam.shape[0] * img_shape[0] / batch_shape[0]))
+    cols = max(1, round(cam.shape[1] * img_shape[1] / batch_shape[1]))
+    return cam[:rows, :cols]
+
+
+@torch.inference_mode()
+def generate_split(model: torch.nn.Module,
+                   dataset,
+                   out_dir: str,
+                   split: str,
+                   postprocess: CAMPostprocess,
+                   views_per_forward: int = 4,
+                   batch_size: int = 4,
+                   num_workers: int = 0,
+                   labels: Optional[Sequence[int]] = None,
+                   show: bool = False,
+                   evaluate: bool = True,
+                   gate_threshold: float = DEFAULT_GATE_THRESHOLD,
+                   overwrite: bool = False,
+                   fingerprint: Optional[str] = None) -> Optional[dict]:
+    """Write CAMs, initial masks, manifest (and pictures, evaluation) of one split.
+
+    Args:
+        model: An ``EPSAMPatchClassifier``-like model: ``data_preprocessor``,
+            ``compute_cam(inputs) -> [B, h, w]`` and predict mode with ``pred_score``.
+        dataset: The split's dataset (``HistoPatchDataset`` with the test pipeline, see
+            :func:`generation_dataset_cfg`); its data infos give ``patch_name``,
+            ``img_label``, ``img_path`` and ``seg_map_path``.
+        out_dir: Root of the stage-1 outputs.
+        split: Split name used in the output paths.
+        postprocess: CAM settings (:func:`mmseg_epsam.functional.cam.cam_postprocess`).
+        views_per_forward: Rotated views per forward pass (1, 2 or 4).
+        batch_size: Patches per batch.
+        num_workers: Data-loading worker processes.
+        labels: Image labels to process, e.g. ``(1,)``; None: the default for the split
+            (positives for ``train``, all otherwise).
+        show: Also write the side-by-side picture of each patch.
+        evaluate: Score the initial masks against GT where it exists (``eval_<split>.json``).
+        gate_threshold: Classifier probability below which the gated mask is empty.
+        overwrite: Regenerate every patch, even over outputs of other settings.
+        fingerprint: :func:`model_fingerprint` of ``model`` (computed when None).
+
+    Returns:
+        The evaluation summary (None when ``evaluate`` is False).
+    """
+    logger = MMLogger.get_current_instance()
+    if labels is None:
+        labels = (1, ) if split in POSITIVES_ONLY_SPLITS else (0, 1)
+    writer = SplitWriter(out_dir, split, show)
+    if overwrite:  # forget earlier outputs before the new settings claim the folder
+        _write_manifest(writer.manifest_path, [])
+    settings = json.loads(json.dumps(dict(postprocess=postprocess.to_dict(),
+                                          model=fingerprint or model_fingerprint(model))))
+    writer.check_settings(settings, overwrite)
+
+    entries = []  # (dataset index, data info) of the patches to process, in split order
+    names = set()
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        if info['patch_name'] in names:
+            raise ValueError(f'split {split!r} lists patch {info["patch_name"]!r} twice')
+        names.add(info['patch_name'])
+        if info['img_label'] in labels:
+            entries.append((index, info))
+    previous_rows = {} if overwrite else read_manifest(writer.manifest_path)
+    rows = {info['patch_name']: previous_rows[info['patch_name']]
+            for _, info in entries if writer.is_complete(info['patch_name'], previous_rows)}
+    todo = [(index, info) for index, info in entries if info['patch_name'] not in rows]
+    logger.info(f'CAM generation, split {split!r}: {len(entries)} patches with labels '
+                f'{tuple(labels)}, {len(rows)} already complete, {len(todo)} to do '
+                f'(views_per_forward={views_per_forward}, {postprocess})')
+
+    model.eval()
+    loader = DataLoader(Subset(dataset, [index for index, _ in todo]), batch_size=batch_size,
+                        shuffle=False, num_workers=num_workers, collate_fn=pseudo_collate)
+    progress = ProgressBar(len(todo)) if todo else None
+    last_flush = time.monotonic()
+    for batch_number, data_batch in enumerate(loader):
+        batch_entries = todo[batch_number * batch_size:(batch_number + 1) * batch_size]
+        data = model.data_preprocessor(data_batch, False)
+        inputs, data_samples = data['inputs'], data['data_samples']
+        cams = rotate_and_fuse_cams(model.compute_cam, inputs, views_per_forward,
+                                    postprocess.quarter_turns, postprocess.quantize_uint8)
+        scores = _tumour_scores(model, inputs, data_samples).tolist()
+        for (_, info), cam, score, sample in zip(batch_entries, cams, scores, data_samples):
+            name = info['patch_name']
+            img_shape = sample.metainfo.get('img_shape', inputs.shape[-2:])
+            cam = _crop_to_image(cam, img_shape, inputs.shape[-2:])
+            full_size = tuple(sample.metainfo.get('ori_shape', img_shape)[:2])
+            full_cam, initial_mask = initial_mask_from_cam(cam[None], full_size, postprocess)
+            full_cam = full_cam[0].cpu().numpy()
+            initial_mask = initial_mask[0].cpu().numpy().astype(np.uint8)
+            _write_npy(writer.cam_path(name), full_cam.astype(np.float16))
+            _write_png(writer.mask_path(name), initial_mask)
+            if show:
+                image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
+                if image is None:
+                    raise FileNotFoundError(f'{info["img_path"]}: missing or unreadable image')
+                gt = _read_gray(info['seg_map_path']) if info.get('seg_map_path') else None
+                _write_png(writer.vis_path(name),
+                           render_picture(image, full_cam, initial_mask, gt, score))
+            rows[name] = dict(name=name, label=info['img_label'], cls_score=f'{score:.6f}',
+                              cam_area=f'{float(full_cam.mean()):.6f}',
+                              mask_area=f'{float(initial_mask.mean()):.6f}')
+            progress.update()
+        if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
+            _write_manifest(writer.manifest_path, _ordered_rows(entries, rows))
+            last_flush = time.monotonic()
+    if progress is not None:
+        progress.file.write('\n')
+    _write_manifest(writer.manifest_path, _ordered_rows(entries, rows))
+    logger.info(f'CAM generation, split {split!r}: fused CAMs in {writer.cam_dir}, initial '
+                f'masks in {writer.mask_dir}, manifest {writer.manifest_path}'
+                + (f', pictures in {writer.vis_dir}' if show else ''))
+    if not evaluate:
+        return None
+    summary = evaluate_initial_masks(writer, entries, rows, gate_threshold)
+    summary.update(split=split, postprocess=postprocess.to_dict())
+    _write_bytes(writer.eval_path, json.dumps(summary, indent=2).encode())
+    logger.info(f'Initial masks of split {split!r} against GT: {summary["ungated"]} '
+                f'(gated at p>={gate_threshold}: {summary["gated"]}); '
+                f'written to {writer.eval_path}')
+    return summary
+
+
+def _ordered_rows(entries: list, rows: Dict[str, dict]) -> List[dict]:
+    """Manifest rows in split order (patches without a row yet are left out)."""
+    return [rows[info['patch_name']] for _, info in entries if info['patch_name'] in rows]
+
+
+def _mean(values: List[float]) -> Optional[float]:
+    return float(np.mean(values)) if values else None
+
+
+def evaluate_initial_masks(writer: SplitWriter, entries: list, rows: Dict[str, dict],
+                           gate_threshold: float) -> dict:
+    """Initial masks on disk against GT: Dice / IoU on positives, FP area on negatives.
+
+    Uses the foundation's metric (:func:`patch_dice_iou`, :func:`false_positive_fraction`),
+    each as a mean over patches, without and with the classifier gate (a patch whose
+    tumour probability is below ``gate_threshold`` gets an empty mask). Positives are scored
+    only where a GT mask exists; negatives need no GT (they hold no tumour).
+    """
+    scores = {'ungated': dict(dice=[], iou=[], fp_area=[]),
+              'gated': dict(dice=[], iou=[], fp_area=[])}
+    positives_without_gt = 0
+    for _, info in entries:
+        name = info['patch_name']
+        mask = _read_gray(writer.mask_path(name)) > 0
+        gated = mask if float(rows[name]['cls_score']) >= gate_threshold else np.zeros_like(mask)
+        if info['img_label'] == 0:
+            for key, pred in (('ungated', mask), ('gated', gated)):
+                scores[key]['fp_area'].append(false_positive_fraction(pred.astype(np.uint8)))
+            continue
+        if not info.get('seg_map_path'):
+            positives_without_gt += 1
+            continue
+        gt = _read_gray(info['seg_map_path'])
+        if gt.shape != mask.shape:
+            raise ValueError(f'{info["seg_map_path"]}: GT shape {gt.shape} differs from the '
+                             f'initial mask {writer.mask_path(name)} {mask.shape}')
+        gt = (gt == 1).astype(np.uint8)
+        for key, pred in (('ungated', mask), ('gated', gated)):
+            dice, iou = patch_dice_iou(pred.astype(np.uint8), gt)
+            scores[key]['dice'].append(dice)
+            scores[key]['iou'].append(iou)
+    summary = {key: {metric: _mean(values) for metric, values in per_gate.items()}
+               for key, per_gate in scores.items()}
+    summary.update(positives_scored=len(scores['ungated']['dice']),
+                   positives_without_gt=positives_without_gt,
+                   negatives_scored=len(scores['ungated']['fp_area']),
+                   gate_threshold=gate_threshold)
+    return summary
+
+
+def generate_cams(model: torch.nn.Module,
+                  datasets: Dict[str, object],
+                  out_dir: str,
+                  postprocess: CAMPostprocess,
+                  **kwargs) -> Dict[str, Optional[dict]]:
+    """Run :func:`generate_split` for each ``{split: dataset}``; the summaries by split.
+
+    ``kwargs`` go to :func:`generate_split` (``views_per_forward``, ``batch_size``,
+    ``show``, ``evaluate``, ``overwrite``, ...).
+    """
+    fingerprint = model_fingerprint(model)
+    os.makedirs(out_dir, exist_ok=True)
+    return {split: generate_split(model, dataset, out_dir, split, postprocess,
+                                  fingerprint=fingerprint, **kwargs)
+            for split, dataset in datasets.items()}
