@@ -45,6 +45,7 @@ from mmseg_epsam.functional.cam import (CAMPostprocess, initial_mask_from_cam,
                                         rotate_and_fuse_cams)
 from mmseg_epsam.functional.metrics import false_positive_fraction, patch_dice_iou
 from mmseg_epsam.utils import atomic_write
+from mmseg_epsam.utils.pictures import render_panels
 
 MANIFEST_FIELDS = ('name', 'label', 'cls_score', 'cam_area', 'mask_area')
 DEFAULT_GATE_THRESHOLD = 0.5
@@ -168,40 +169,6 @@ def _read_gray(path: str) -> np.ndarray:
     if image.ndim != 2:
         raise ValueError(f'{path}: expected a single-channel mask, got shape {image.shape}')
     return image
-
-
-def _panel_title(panel: np.ndarray, title: str) -> np.ndarray:
-    """Write ``title`` in the top-left corner of a BGR panel (in place) and return it."""
-    scale = max(panel.shape[0] / 512.0, 0.3)
-    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(panel, title, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.7 * scale, colour, max(1, int(thickness * scale)), cv2.LINE_AA)
-    return panel
-
-
-def render_picture(image_bgr: np.ndarray, cam: np.ndarray, initial_mask: np.ndarray,
-                   gt_mask: Optional[np.ndarray], cls_score: float) -> np.ndarray:
-    """Side-by-side BGR picture: image | CAM heat map over the image | initial mask | GT.
-
-    Masks are drawn in the tumour palette colour (red) on black; a missing GT is a grey
-    panel.
-    """
-    heat = cv2.applyColorMap(np.round(cam * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    overlay = cv2.addWeighted(image_bgr, 0.5, heat, 0.5, 0)
-    red = np.array([0, 0, 255], np.uint8)
-
-    def mask_panel(mask):
-        return np.where(mask[..., None] > 0, red, np.zeros(3, np.uint8)).astype(np.uint8)
-
-    gt_panel = (mask_panel(gt_mask == 1) if gt_mask is not None else
-                np.full_like(image_bgr, 96))
-    panels = [
-        _panel_title(image_bgr.copy(), 'image'),
-        _panel_title(overlay, f'CAM  p={cls_score:.2f}'),
-        _panel_title(mask_panel(initial_mask), 'initial mask'),
-        _panel_title(gt_panel, 'GT' if gt_mask is not None else 'no GT'),
-    ]
-    return np.concatenate(panels, axis=1)
 
 
 class SplitWriter:
@@ -359,7 +326,9 @@ def generate_split(model: torch.nn.Module,
                     raise FileNotFoundError(f'{info["img_path"]}: missing or unreadable image')
                 gt = _read_gray(info['seg_map_path']) if info.get('seg_map_path') else None
                 _write_png(writer.vis_path(name),
-                           render_picture(image, full_cam, initial_mask, gt, score))
+                           render_panels(image, full_cam, [('initial mask', initial_mask),
+                                                        ('GT', gt)],
+                                         cam_title=f'CAM  p={score:.2f}'))
             rows[name] = dict(name=name, label=info['img_label'], cls_score=f'{score:.6f}',
                               cam_area=f'{float(full_cam.mean()):.6f}',
                               mask_area=f'{float(initial_mask.mean()):.6f}')
