@@ -1,0 +1,138 @@
+"""EP-SAM's patch classifier: EVP-ADL backbone, global average pooling, one tumour logit."""
+from typing import Dict, List, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+ForwardResults = Union[Dict[str, torch.Tensor], List[SegDataSample], torch.Tensor]
+
+
+@MODELS.register_module()
+class EPSAMPatchClassifier(BaseModel):
+    """Binary tumour / normal patch classifier whose CAM seeds EP-SAM (method.md §2-3).
+
+    ``backbone`` features -> global average pooling -> ``Linear(C, 1)`` -> one logit, trained
+    with binary cross-entropy on ``data_sample.metainfo['img_label']`` (0/1).
+
+    Modes of :meth:`forward`:
+
+    - ``'loss'``: ``{'loss_bce': ..., 'accuracy': ...}``;
+    - ``'predict'``: the data samples with ``pred_score`` (tumour probability, a 1-element
+      tensor) set; their metainfo, including ``img_label``, is kept;
+    - ``'tensor'``: the logits ``[B]``.
+
+    :meth:`compute_cam` gives the class activation map used by the CAM generator.
+
+    Args:
+        backbone: Config of the backbone (e.g. ``EVPADLResNet``); it must accept
+            ``stop_at=<block name>`` and expose ``out_channels`` and ``block_out_channels``.
+        cam_layer: Bottleneck whose output the CAM is computed from (default ``'layer4.0'``,
+            the first bottleneck of layer4, as the reference). Its channels must equal the
+            backbone's output channels, since the CAM uses the classifier's weights.
+        data_preprocessor: Config of the data preprocessor; must map uint8 images to RGB in
+            [0, 1] (``SegDataPreProcessor`` with mean 0, std 255, ``bgr_to_rgb=True``).
+        init_cfg: Passed to :class:`mmengine.model.BaseModel`.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 cam_layer: str = 'layer4.0',
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        # Built here from mmseg's registry so the model also builds outside a runner.
+        if isinstance(data_preprocessor, dict):
+            data_preprocessor = MODELS.build(data_preprocessor)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.fc = nn.Linear(self.backbone.out_channels, 1)
+        self.cam_layer = cam_layer
+        self._check_cam_layer(cam_layer)
+
+    def _check_cam_layer(self, cam_layer: str) -> None:
+        """Raise unless the classifier weights apply to ``cam_layer``'s channels."""
+        channels = self.backbone.block_out_channels(cam_layer)
+        if channels != self.fc.in_features:
+            raise ValueError(f'cam_layer={cam_layer!r} has {channels} channels but the '
+                             f'classifier weights have {self.fc.in_features}; choose a '
+                             f'bottleneck of the last stage')
+
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[SegDataSample]] = None,
+                mode: str = 'tensor') -> ForwardResults:
+        """Run in ``'loss'``, ``'predict'`` or ``'tensor'`` mode (see the class docstring)."""
+        logits = self.fc(self.backbone(inputs).mean(dim=(2, 3))).squeeze(1)
+        if mode == 'tensor':
+            return logits
+        if mode == 'loss':
+            return self._loss(logits, data_samples)
+        if mode == 'predict':
+            return self._predict(logits, data_samples)
+        raise ValueError(f'mode must be "loss", "predict" or "tensor", got {mode!r}')
+
+    def _loss(self, logits: torch.Tensor,
+              data_samples: Optional[List[SegDataSample]]) -> Dict[str, torch.Tensor]:
+        """Binary cross-entropy against the image labels (and batch accuracy for the log)."""
+        labels = image_labels(data_samples, logits.device)
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        accuracy = ((logits > 0).float() == labels).float().mean().detach()
+        return dict(loss_bce=loss, accuracy=accuracy)
+
+    @staticmethod
+    def _predict(logits: torch.Tensor,
+                 data_samples: Optional[List[SegDataSample]]) -> List[SegDataSample]:
+        """Attach the tumour probability to each data sample as ``pred_score``."""
+        if data_samples is None:
+            data_samples = [SegDataSample() for _ in range(len(logits))]
+        probabilities = torch.sigmoid(logits.detach())
+        for data_sample, probability in zip(data_samples, probabilities):
+            data_sample.pred_score = probability.reshape(1)
+        return data_samples
+
+    def compute_cam(self, inputs: torch.Tensor, cam_layer: Optional[str] = None) -> torch.Tensor:
+        """Raw class activation map ``ReLU(sum_c w_c F_c)`` (method.md §3), not normalised.
+
+        ``F`` is the output of ``cam_layer`` (default: the configured one) and ``w`` the
+        weights of the final linear layer (its bias is not added). The model runs in eval
+        mode (ADL is the identity, BatchNorm uses running statistics) without gradients; its
+        previous mode is restored afterwards.
+
+        Args:
+            inputs: Preprocessed images ``[B, 3, H, W]`` (RGB in [0, 1]).
+            cam_layer: Override of the configured CAM layer, e.g. ``'layer4.2'``.
+
+        Returns:
+            ``[B, h, w]`` at the feature resolution of ``cam_layer`` (``H/16`` for layer4).
+        """
+        cam_layer = self.cam_layer if cam_layer is None else cam_layer
+        self._check_cam_layer(cam_layer)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                features = self.backbone(inputs, stop_at=cam_layer)
+                cam = torch.einsum('bchw,c->bhw', features, self.fc.weight[0])
+        finally:
+            self.train(was_training)
+        return F.relu(cam)
+
+
+def image_labels(data_samples: Optional[List[SegDataSample]],
+                 device: torch.device) -> torch.Tensor:
+    """Float tensor ``[B]`` of the 0/1 ``img_label`` metainfo of ``data_samples``."""
+    if not data_samples:
+        raise ValueError('loss mode needs data samples carrying metainfo "img_label"; give '
+                         "PackSegInputs meta_keys that include 'img_label'")
+    labels = []
+    for index, data_sample in enumerate(data_samples):
+        label = data_sample.metainfo.get('img_label')
+        if label not in (0, 1):
+            name = data_sample.metainfo.get('img_path', f'sample {index}')
+            raise ValueError(f'{name}: img_label must be 0 or 1 in the data sample metainfo '
+                             f"(PackSegInputs meta_keys must include 'img_label'), got {label!r}")
+        labels.append(float(label))
+    return torch.tensor(labels, device=device)
