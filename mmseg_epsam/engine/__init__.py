@@ -1,5 +1,5 @@
-"""Registered runner, hooks and loops (CAM generation, pseudo-label rounds)."""
-from . import hooks, loops  # noqa: F401
+"""Registered runner and hooks; CAM and pseudo-label generation shared by hooks and tools."""
+from . import hooks  # noqa: F401
 from .runner import EPSAMRunner
 
 __all__ = ['EPSAMRunner']
