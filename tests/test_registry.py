@@ -68,3 +68,13 @@ def test_every_registered_name_builds(tmp_path):
 def test_unknown_type_names_the_type():
     with pytest.raises(KeyError, match='EVPADLResNet50Typo is not in the mmseg::model registry'):
         registry.MODELS.build(dict(type='EVPADLResNet50Typo'))
+
+
+def test_full_mmcv_with_compiled_ops():
+    """The stack is full mmcv (compiled ops), not mmcv-lite: nms runs and is right."""
+    import torch
+    from mmcv.ops import nms
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], dtype=torch.float)
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    _, keep = nms(boxes, scores, iou_threshold=0.5)
+    assert keep.tolist() == [0, 2]
