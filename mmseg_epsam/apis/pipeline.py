@@ -107,7 +107,7 @@ class EPSAMPipeline:
         os.makedirs(self.work_dir, exist_ok=True)
         self.logger = MMLogger.get_instance(
             'epsam_pipeline', log_file=osp.join(self.work_dir, 'pipeline.log'),
-            log_level='INFO')
+            file_mode='a', log_level='INFO')
 
     # ------------------------------------------------------------------ bookkeeping
     def stage_names(self) -> List[str]:
