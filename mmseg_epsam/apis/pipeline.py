@@ -402,11 +402,17 @@ def format_summary(summary: dict) -> str:
         kept = f"  kept {row['kept']} (Dice of kept {_fmt(row.get('kept_dice'))})" \
             if 'kept' in row else ''
         lines.append(f"{row['what']:<42}{_fmt(row['dice'])}{kept}")
+    cam_test = (summary.get('cams') or {}).get('test') or {}
+    for gate in ('gated', 'ungated'):
+        if gate in cam_test:
+            label = f'initial masks (CAM), test, {"gated" if gate == "gated" else "no gate"}'
+            lines.append(f"{label:<42}{_fmt(cam_test[gate]['dice'])}  IoU "
+                         f"{100 * cam_test[gate]['iou']:.2f}  FP area on negatives "
+                         f"{100 * cam_test[gate]['fp_area']:.2f}%")
     for name in ('test', 'test_ungated'):
         metrics = summary.get(name)
         if metrics:
-            label = 'EP-SAM on test' + (' (classifier gate)' if name == 'test' else
-                                        ' (no gate)')
+            label = 'EP-SAM, test, ' + ('gated' if name == 'test' else 'no gate')
             lines.append(f"{label:<42}{metrics['Dice']:6.2f}  IoU {metrics['IoU']:.2f}  "
                          f"FP area on negatives {metrics['neg_fp_area']:.2f}%  "
                          f"mDice {metrics['mDice']:.2f}")
