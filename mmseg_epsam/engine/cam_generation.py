@@ -45,6 +45,7 @@ from mmseg_epsam.functional.cam import (CAMPostprocess, initial_mask_from_cam,
                                         rotate_and_fuse_cams)
 from mmseg_epsam.functional.metrics import false_positive_fraction, patch_dice_iou
 from mmseg_epsam.utils import atomic_write
+from mmseg_epsam.utils.checkpoint import load_from_trusted_local
 from mmseg_epsam.utils.pictures import render_panels
 
 MANIFEST_FIELDS = ('name', 'label', 'cls_score', 'cam_area', 'mask_area')
@@ -65,9 +66,7 @@ def load_classifier_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
         FileNotFoundError / RuntimeError naming ``checkpoint`` when it is missing, not an
         MMEngine checkpoint, or its keys do not match the model.
     """
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'{checkpoint}: checkpoint not found')
-    loaded = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    loaded = load_from_trusted_local(checkpoint, map_location='cpu')
     state_dict = loaded.get('state_dict') if isinstance(loaded, dict) else None
     if not isinstance(state_dict, dict):
         raise RuntimeError(f'{checkpoint}: not an MMEngine checkpoint (no "state_dict" entry)')

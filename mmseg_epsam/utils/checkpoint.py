@@ -18,7 +18,11 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 
 def load_from_trusted_local(filename: str, map_location=None) -> dict:
-    """Load a local MMEngine checkpoint written by this project's own runs."""
+    """Load a local MMEngine checkpoint written by this project's own runs.
+
+    ``weights_only=False``: never point it at a file from elsewhere. Raises
+    ``FileNotFoundError`` naming the file when it does not exist.
+    """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename}: checkpoint not found')
