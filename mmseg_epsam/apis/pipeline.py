@@ -132,7 +132,10 @@ class EPSAMPipeline:
             json.dump(record, f, indent=2, default=str)
         return record
 
-    def _stage_config(self, section: dict, stage: str) -> Config:
+    def stage_config(self, section: dict, stage: str) -> Config:
+        """The MMEngine config of one stage: ``section['config']`` (relative to the pipeline
+        config) with its ``cfg_options``, the pipeline's data root and ``<work_dir>/<stage>``.
+        """
         cfg = Config.fromfile(osp.join(self.config_dir, section['config']))
         if section.get('cfg_options'):
             cfg.merge_from_dict(dict(section['cfg_options']))
@@ -152,7 +155,7 @@ class EPSAMPipeline:
     # ------------------------------------------------------------------ stages
     def run_classifier(self) -> dict:
         """Train the EVP-ADL patch classifier on image labels."""
-        cfg = self._stage_config(self.cfg.classifier, 'classifier')
+        cfg = self.stage_config(self.cfg.classifier, 'classifier')
         runner = self._train(cfg)
         best = runner.message_hub.get_info('best_ckpt')
         checkpoint = best if best and osp.isfile(best) else last_checkpoint(cfg.work_dir)
@@ -160,7 +163,7 @@ class EPSAMPipeline:
 
     def run_cams(self) -> dict:
         """Fused CAMs and initial masks for every split, evaluated where GT exists."""
-        cfg = self._stage_config(self.cfg.classifier, 'classifier')
+        cfg = self.stage_config(self.cfg.classifier, 'classifier')
         init_default_scope('mmseg')
         model = MODELS.build(cfg.model)
         load_classifier_checkpoint(model, self.stage_record('classifier')['checkpoint'])
@@ -182,7 +185,7 @@ class EPSAMPipeline:
                  for key in ('pseudo_label_dir', 'table_file')} for j in range(1, k + 1)]
 
     def _decoder_config(self, stage: str) -> Config:
-        cfg = self._stage_config(self.cfg.decoder, stage)
+        cfg = self.stage_config(self.cfg.decoder, stage)
         set_stage1_dir(cfg._cfg_dict, self.stage1_dir)
         cfg.model.checkpoint = self.sam_checkpoint
         cfg.model.embedding_cache = dict(cache_dir=osp.join(self.work_dir, 'embedding_cache'))

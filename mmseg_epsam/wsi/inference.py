@@ -515,7 +515,7 @@ def build_epsam_tile_predictor(pipeline_config: str, work_dir: str,
         except RuntimeError as err:
             raise RuntimeError(f'{err}, or pass --decoder-checkpoint') from err
 
-    classifier_cfg = pipeline._stage_config(cfg.classifier, 'classifier')
+    classifier_cfg = pipeline.stage_config(cfg.classifier, 'classifier')
     classifier = MODELS.build(classifier_cfg.model)
     load_classifier_checkpoint(classifier, classifier_checkpoint)
     test_pipeline = generation_dataset_cfg(classifier_cfg, 'test')['pipeline']
@@ -524,7 +524,7 @@ def build_epsam_tile_predictor(pipeline_config: str, work_dir: str,
                          f'LoadImageFromFile, got {test_pipeline[:1]}')
     classifier_pipeline = [dict(type='LoadImageFromNDArray')] + test_pipeline[1:]
 
-    decoder_cfg = pipeline._stage_config(cfg.decoder, 'decoder')
+    decoder_cfg = pipeline.stage_config(cfg.decoder, 'decoder')
     decoder_cfg.model.checkpoint = pipeline.sam_checkpoint
     decoder_cfg.model.embedding_cache = None
     segmentor = MODELS.build(decoder_cfg.model)
@@ -575,7 +575,7 @@ def write_untrained_pipeline_run(pipeline_config: str, work_dir: str, seed: int 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for stage, section in (('classifier', cfg.classifier), ('decoder_r0', cfg.decoder)):
-            model = MODELS.build(pipeline._stage_config(section, stage).model)
+            model = MODELS.build(pipeline.stage_config(section, stage).model)
             path = osp.join(osp.abspath(work_dir), stage, 'untrained.pth')
             os.makedirs(osp.dirname(path), exist_ok=True)
             with atomic_write(path, suffix='.pth') as tmp:
