@@ -2,10 +2,13 @@
 import json
 import os
 import os.path as osp
+import subprocess
+import sys
 
+import cv2
 import pytest
 
-from conftest import run_tool, write_patch_dataset
+from conftest import ROOT, run_tool, write_patch_dataset
 
 STAGES = ('classifier', 'cams', 'decoder_r0', 'decoder_r1', 'pseudo_label_dataset', 'test')
 
@@ -62,3 +65,41 @@ def test_second_run_skips_every_stage(pipeline_run):
     for stage in STAGES:
         assert f'[{stage}] done earlier: skipped' in log
     assert 'Iter(train)' not in log
+
+
+def test_until_stops_after_the_stage_and_a_rerun_continues(tmp_path):
+    data_root, work_dir = str(tmp_path / 'data'), str(tmp_path / 'work')
+    for split in ('train', 'val', 'test'):
+        write_patch_dataset(data_root, split, n_pos=2, n_neg=1, size=64)
+    log = run_pipeline(data_root, work_dir, '--until', 'classifier')
+    assert "Stopped after stage 'classifier'" in log
+    for stage in STAGES:
+        assert osp.isfile(osp.join(work_dir, stage, 'stage_done.json')) == (
+            stage == 'classifier'), stage
+    # q = 1 drops every activation: all initial masks empty, so decoder_r0 has nothing
+    # to train on and must say so (naming stage 1) instead of failing obscurely
+    result = subprocess.run(
+        [sys.executable, 'tools/run_pipeline.py', 'configs/epsam/epsam_demo.py', '--work-dir',
+         work_dir, '--data-root', data_root, '--until', 'decoder_r0', '--cfg-options',
+         'cam.postprocess.quantile=1.0', 'decoder.cfg_options.train_cfg.max_iters=2'],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert '[classifier] done earlier: skipped' in result.stdout + result.stderr
+    assert osp.isfile(osp.join(work_dir, 'cams', 'stage_done.json'))
+    masks_dir = osp.join(work_dir, 'stage1', 'initial_masks', 'train')
+    assert sorted(os.listdir(masks_dir)) and all(
+        not cv2.imread(osp.join(masks_dir, name), cv2.IMREAD_UNCHANGED).any()
+        for name in os.listdir(masks_dir))
+    assert 'decoder_r0: IDSPseudoLabelDataset: no training patch selected' in result.stderr
+    assert 'every one is empty' in result.stderr and 'manifest_train.csv' in result.stderr
+    assert not osp.isfile(osp.join(work_dir, 'decoder_r0', 'stage_done.json'))
+
+
+def test_until_an_unknown_stage_names_the_stages(tmp_path):
+    result = subprocess.run(
+        [sys.executable, 'tools/run_pipeline.py', 'configs/epsam/epsam_demo.py', '--work-dir',
+         str(tmp_path), '--until', 'decoder'], cwd=ROOT, capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode != 0
+    assert "--until 'decoder': unknown stage" in result.stderr
+    assert 'classifier, cams, decoder_r0' in result.stderr

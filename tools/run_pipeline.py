@@ -5,7 +5,8 @@
         --sam-checkpoint /path/to/sam_vit_b_01ec64.pth --data-root data/camelyon16
 
 Stages: classifier -> cams -> decoder_r0 (+ round-1 pseudo-labels) -> decoder_r1 ... ->
-test. Rerunning resumes an interrupted stage and skips finished ones.
+test. Rerunning resumes an interrupted stage and skips finished ones; ``--until STAGE``
+stops after that stage (e.g. ``--until cams`` to inspect the initial masks first).
 """
 import argparse
 import logging
@@ -27,6 +28,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data-root', help='patch dataset root (default: the config\'s)')
     parser.add_argument('--sam-checkpoint',
                         help="path of Meta's sam_vit_*.pth (never downloaded)")
+    parser.add_argument('--until', metavar='STAGE',
+                        help='stop after this stage (classifier, cams, decoder_rK, '
+                             'pseudo_label_dataset, test)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override pipeline settings, e.g. rounds.num_rounds=1')
     return parser.parse_args()
@@ -50,7 +54,10 @@ def main() -> None:
                   'weights (demo/test only).\nPass --sam-checkpoint sam_vit_b_01ec64.pth '
                   'for real EP-SAM results.\n' + '!' * 78, logger='current',
                   level=logging.WARNING)
-    pipeline.run()
+    if args.until is not None and args.until not in pipeline.stage_names():
+        raise SystemExit(f'--until {args.until!r}: unknown stage; the stages of this pipeline '
+                         f'are {", ".join(pipeline.stage_names())}')
+    pipeline.run(until=args.until)
 
 
 if __name__ == '__main__':

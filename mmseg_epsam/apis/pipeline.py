@@ -216,6 +216,14 @@ class EPSAMPipeline:
         try:
             self._train(cfg)
         except EmptyPseudoLabelSelection as exc:
+            if previous is None:  # decoder_r0: every initial mask is empty, nothing to keep
+                raise RuntimeError(
+                    f'{stage}: {exc}. The first decoder trains on the initial masks of stage 1 '
+                    f'({self._rounds_for(0)[0]["pseudo_label_dir"]}), and every one is empty: '
+                    'the CAMs mark nothing (column mask_area of '
+                    f'{osp.join(self.stage1_dir, "manifest_train.csv")}). Fix stage 1 (the '
+                    'classifier, or the cam.preset / cam.postprocess settings) and rerun; '
+                    'finished stages are kept.') from exc
             # Stated rule: a round that keeps no pseudo-label trains nothing; the previous
             # round's decoder stays the model, and the remaining rounds are skipped (they
             # would start from the same decoder and the same, empty, selection).
@@ -322,9 +330,20 @@ class EPSAMPipeline:
         return out_dir
 
     # ------------------------------------------------------------------ driver
-    def run(self) -> dict:
-        """Run every unfinished stage in order; return the summary."""
-        for stage in self.stage_names():
+    def run(self, until: Optional[str] = None) -> dict:
+        """Run every unfinished stage in order (up to and including ``until``); return the
+        summary.
+
+        Raises:
+            ValueError: ``until`` is not one of :meth:`stage_names`.
+        """
+        stages = self.stage_names()
+        if until is not None:
+            if until not in stages:
+                raise ValueError(f'--until {until!r}: unknown stage; the stages of this '
+                                 f'pipeline are {", ".join(stages)}')
+            stages = stages[:stages.index(until) + 1]
+        for stage in stages:
             if self.stage_record(stage) is not None:
                 print_log(f'[{stage}] done earlier: skipped ({self._done_file(stage)})',
                           logger=self.logger)
@@ -347,6 +366,9 @@ class EPSAMPipeline:
             self._finish(stage, record)
             print_log(f'[{stage}] finished: outputs in {osp.join(self.work_dir, stage)}',
                       logger=self.logger)
+        if until is not None and until != self.stage_names()[-1]:
+            print_log(f'Stopped after stage {until!r} as asked (--until); rerun without it '
+                      f'to continue. Outputs so far are in {self.work_dir}', logger=self.logger)
         summary = self.summary()
         with atomic_write(osp.join(self.work_dir, 'summary.json'), suffix='.json') as tmp, \
                 open(tmp, 'w') as f:
