@@ -14,7 +14,10 @@ split (slide reading, classifier + CAM, SAM image encoder, SAM decoder), the who
 time, peak resident memory (``ru_maxrss``) and the load average, then the command::
 
     python benchmarks/bench_wsi_inference.py [--size 20000] [--max-tiles 48] [--device cpu]
-        [--pipeline-work-dir DIR --pipeline-config CFG] [--work-dir DIR]
+        [--pipeline-work-dir DIR --pipeline-config CFG] [--work-dir DIR] [--sam-arch vit_b]
+
+``--sam-arch`` builds the untrained run's SAM in another architecture (e.g. ``vit_b``, the
+paper's, with random weights) than the pipeline config's (the demo's ``tiny``).
 """
 import argparse
 import os
@@ -24,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 import mmseg_epsam  # noqa: F401  (registers the plugin)
@@ -54,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--pipeline-work-dir',
                         help='a trained pipeline run (default: an untrained one is written)')
     parser.add_argument('--sam-checkpoint', help="Meta's sam_vit_*.pth for the pipeline")
+    parser.add_argument('--sam-arch', help='SAM architecture of the untrained run '
+                        "(default: the pipeline config's)")
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'bench_wsi'),
                         help='where the slide, the untrained run and the outputs go')
     return parser.parse_args()
@@ -77,6 +83,19 @@ def synthetic_slide(path: str, size: int, mpp: float) -> str:
     return path
 
 
+def pipeline_with_sam_arch(pipeline_config: str, arch: str, out_dir: str) -> str:
+    """A pipeline config inheriting ``pipeline_config`` whose decoder builds SAM ``arch``."""
+    base = Config.fromfile(pipeline_config)
+    folder = osp.dirname(osp.abspath(pipeline_config))
+    path = osp.join(out_dir, f'pipeline_sam_{arch}.py')
+    with open(path, 'w') as f:
+        f.write(f"_base_ = [{osp.abspath(pipeline_config)!r}]\n"
+                f"classifier = dict(config={osp.join(folder, base.classifier.config)!r})\n"
+                f"decoder = dict(config={osp.join(folder, base.decoder.config)!r}, "
+                f"cfg_options={{'model.arch': {arch!r}}})\n")
+    return path
+
+
 def main() -> None:
     args = parse_args()
     register_all_modules(init_default_scope=True)
@@ -85,9 +104,14 @@ def main() -> None:
     load_before = os.getloadavg()
     slide = synthetic_slide(osp.join(args.work_dir, f'synthetic_{args.size}.tif'), args.size,
                             args.mpp)
+    if args.sam_arch:
+        if args.pipeline_work_dir:
+            raise SystemExit('--sam-arch applies to the untrained run only')
+        args.pipeline_config = pipeline_with_sam_arch(args.pipeline_config, args.sam_arch,
+                                                      args.work_dir)
     work_dir = args.pipeline_work_dir
     if work_dir is None:
-        work_dir = osp.join(args.work_dir, 'untrained_run')
+        work_dir = osp.join(args.work_dir, f'untrained_run_{args.sam_arch or "config"}')
         write_untrained_pipeline_run(args.pipeline_config, work_dir)
     predictor = build_epsam_tile_predictor(args.pipeline_config, work_dir,
                                            sam_checkpoint=args.sam_checkpoint,
@@ -138,6 +162,8 @@ def main() -> None:
     command = (f'python benchmarks/bench_wsi_inference.py --size {args.size} --max-tiles '
                f'{args.max_tiles} --tile-size {args.tile_size} --overlap {args.overlap} '
                f'--batch-size {args.batch_size} --level {args.level} --device {args.device}')
+    if args.sam_arch:
+        command += f' --sam-arch {args.sam_arch}'
     if args.pipeline_work_dir:
         command += (f' --pipeline-config {args.pipeline_config} --pipeline-work-dir '
                     f'{args.pipeline_work_dir}')
