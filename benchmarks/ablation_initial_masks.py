@@ -19,7 +19,10 @@ negative ones, without and with the classifier gate (probability < 0.5 -> empty 
 mean ± sd over the seeds. Dice on positives alone rewards over-segmentation (row a).
 
 Trained classifiers and generated masks are kept under ``--work-dir``; a rerun skips what is
-complete. ::
+complete (a run trained with another classifier config is refused, not reused). One run
+(variant, seed) takes about 2 min on an H200 with ``configs/epsam/classifier_demo_full.py``
+(``benchmarks/gpu_checks.sh`` runs the seeds in parallel) and about 25 min on 2 CPU cores
+with the 256-px demo config. ::
 
     python benchmarks/ablation_initial_masks.py [--data-root data/demo] [--seeds 0 1 2]
         [--config configs/epsam/classifier_demo.py] [--variants b c d]
@@ -31,6 +34,7 @@ gated false-positive area on negatives stays at most ``--clean-fp`` (default 10 
 import argparse
 import gc
 import glob
+import hashlib
 import json
 import os
 import os.path as osp
@@ -101,9 +105,14 @@ def run_config(args, variant_options: dict, seed: int, work_dir: str) -> Config:
 def train_classifier(cfg: Config) -> str:
     """Train as tools/train.py does (skipped when done); return the checkpoint to use."""
     done_file = osp.join(cfg.work_dir, 'classifier_done.json')
+    config_hash = hashlib.sha256(cfg.pretty_text.encode()).hexdigest()
     if osp.isfile(done_file):
         with open(done_file) as f:
-            return json.load(f)['checkpoint']
+            done = json.load(f)
+        if done.get('config_sha256') != config_hash:
+            sys.exit(f'{cfg.work_dir}: trained with another classifier config (or by an older '
+                     'version of this script); use another --work-dir or delete it')
+        return done['checkpoint']
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else EPSAMRunner.from_cfg(cfg)
     runner.train()
     best = sorted(glob.glob(osp.join(cfg.work_dir, 'best_*.pth')))
@@ -113,7 +122,7 @@ def train_classifier(cfg: Config) -> str:
         with open(osp.join(cfg.work_dir, 'last_checkpoint')) as f:
             checkpoint = f.read().strip()
     with open(done_file, 'w') as f:
-        json.dump(dict(checkpoint=checkpoint), f)
+        json.dump(dict(checkpoint=checkpoint, config_sha256=config_hash), f)
     del runner
     gc.collect()
     return checkpoint
