@@ -3,7 +3,7 @@
 # network (the way this project's GPU checks are run):
 #
 #   OUT=DIR bash benchmarks/gpu_checks.sh            # every check
-#   CHECKS="ablation cam" OUT=DIR bash benchmarks/gpu_checks.sh
+#   CHECKS="ablation cam" OUT=DIR bash benchmarks/gpu_checks.sh   # CHECKS="": set-up only
 #
 # Set-up (skipped when `import mmcv.ops, mmseg, segment_anything` already works):
 #   * the pinned pure-Python wheels from $WHEELS (default .whl: mmengine, mmsegmentation,
@@ -31,7 +31,7 @@ WHEELS=${WHEELS:-.whl}
 SOURCES=${SOURCES:-.gpu/sources}
 SITE=${SITE:-/tmp/site}
 PY=${PY:-python3}
-CHECKS=${CHECKS:-cam decoder ablation wsi}
+CHECKS=${CHECKS-cam decoder ablation wsi}  # empty: set-up only
 ABLATION_CONFIG=${ABLATION_CONFIG:-configs/epsam/classifier_demo_full.py}
 ABLATION_SEEDS=${ABLATION_SEEDS:-0 1 2}
 ABLATION_OPTIONS=${ABLATION_OPTIONS:-}  # e.g. 'train_cfg.max_epochs=10'
