@@ -54,9 +54,10 @@ def main() -> None:
                   'weights (demo/test only).\nPass --sam-checkpoint sam_vit_b_01ec64.pth '
                   'for real EP-SAM results.\n' + '!' * 78, logger='current',
                   level=logging.WARNING)
-    if args.until is not None and args.until not in pipeline.stage_names():
-        raise SystemExit(f'--until {args.until!r}: unknown stage; the stages of this pipeline '
-                         f'are {", ".join(pipeline.stage_names())}')
+    try:
+        pipeline.stages_until(args.until)  # an unknown stage name fails before any work
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
     pipeline.run(until=args.until)
 
 

@@ -330,20 +330,23 @@ class EPSAMPipeline:
         return out_dir
 
     # ------------------------------------------------------------------ driver
-    def run(self, until: Optional[str] = None) -> dict:
-        """Run every unfinished stage in order (up to and including ``until``); return the
-        summary.
+    def stages_until(self, until: Optional[str] = None) -> List[str]:
+        """The stages in order, up to and including ``until`` (None: all).
 
         Raises:
             ValueError: ``until`` is not one of :meth:`stage_names`.
         """
         stages = self.stage_names()
-        if until is not None:
-            if until not in stages:
-                raise ValueError(f'--until {until!r}: unknown stage; the stages of this '
-                                 f'pipeline are {", ".join(stages)}')
-            stages = stages[:stages.index(until) + 1]
-        for stage in stages:
+        if until is None:
+            return stages
+        if until not in stages:
+            raise ValueError(f'--until {until!r}: unknown stage; the stages of this pipeline '
+                             f'are {", ".join(stages)}')
+        return stages[:stages.index(until) + 1]
+
+    def run(self, until: Optional[str] = None) -> dict:
+        """Run every unfinished stage of :meth:`stages_until` in order; return the summary."""
+        for stage in self.stages_until(until):
             if self.stage_record(stage) is not None:
                 print_log(f'[{stage}] done earlier: skipped ({self._done_file(stage)})',
                           logger=self.logger)
