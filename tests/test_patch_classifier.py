@@ -109,10 +109,18 @@ def test_loss_reads_img_label_and_training_lowers_it():
         loss['loss_bce'], torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
     assert set(loss) == {'loss_bce', 'accuracy'}
     assert 0 < loss['loss_bce'].item() < 5
+    # Each training step draws new ADL drop masks, so single-step losses are noisy; compare
+    # the loss under one fixed set of ADL draws before and after training.
+    def loss_fixed_draws():
+        torch.manual_seed(5)
+        with torch.no_grad():
+            return model(inputs, samples, mode='loss')['loss_bce'].item()
+
+    loss_before = loss_fixed_draws()
     optim_wrapper = build_optim_wrapper(model, dict(optimizer=dict(type='Adam', lr=1e-3)))
     torch.manual_seed(0)
-    losses = [model.train_step(data, optim_wrapper)['loss_bce'].item() for _ in range(6)]
-    assert np.mean(losses[-2:]) < 0.5 * losses[0], losses
+    step_losses = [model.train_step(data, optim_wrapper)['loss_bce'].item() for _ in range(10)]
+    assert loss_fixed_draws() < 0.5 * loss_before, (loss_before, step_losses)
     with pytest.raises(ValueError, match='img_label'):
         model(torch.rand(1, 3, 32, 32), [SegDataSample()], mode='loss')
 
