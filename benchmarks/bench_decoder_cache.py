@@ -1,6 +1,7 @@
 """Decoder fine-tuning and a pseudo-label round with vs without the image-embedding cache.
 
-SAM ViT-B architecture with random weights (no checkpoint needed), 512x512 synthetic
+SAM ViT-B architecture with random weights (no checkpoint needed; ``--arch litemedsam`` uses
+LiteMedSAM with its packaged weights), 512x512 synthetic
 patches, 50 point prompts, AdamW on the mask decoder. Measured in one run:
 
 - one epoch of decoder training re-encoding every image every step (the reference) versus
@@ -29,12 +30,16 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from mmseg_epsam.cache import EmbeddingCache
 from mmseg_epsam.functional.ids import ids_select
+from mmseg_epsam.models.sam_encoders import (ENCODER_NAMES, LITEMEDSAM_CHECKPOINT,
+                                             image_encoder_by_name)
 from mmseg_epsam.models.segmentors import SAMDecoderSegmentor
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--arch', default='vit_b', help="SAM arch ('vit_b', ..., 'tiny')")
+    parser.add_argument('--arch', default='vit_b', choices=ENCODER_NAMES,
+                        help='SAM image encoder (Meta ViTs with random weights; litemedsam '
+                             'with its packaged weights)')
     parser.add_argument('--images', type=int, default=4, help='patches per epoch')
     parser.add_argument('--batch-size', type=int, default=2)
     parser.add_argument('--size', type=int, default=512, help='patch size in pixels')
@@ -109,7 +114,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     load_at_start = os.getloadavg()[0]
     torch.manual_seed(0)
-    model = SAMDecoderSegmentor(arch=args.arch).to(args.device)
+    model = SAMDecoderSegmentor(
+        image_encoder=image_encoder_by_name(args.arch),
+        checkpoint=LITEMEDSAM_CHECKPOINT if args.arch == 'litemedsam' else None).to(args.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=2e-4, weight_decay=1e-2)
     batches = make_batches(args.images, args.size, args.batch_size, args.device)
@@ -152,7 +159,7 @@ def main() -> None:
                    f'average {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at '
                    'the end')
     n = args.images
-    print(f'SAM {args.arch} (random weights), {n} patches of {args.size}^2, batch '
+    print(f'SAM: {model.describe_weights()}, {n} patches of {args.size}^2, batch '
           f'{args.batch_size}, 50 points, on {device}')
     print(f'parameters: trained (mask decoder) {counts["trainable"]:,}, frozen (image + '
           f'prompt encoder) {counts["frozen"]:,}')

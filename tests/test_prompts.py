@@ -162,7 +162,66 @@ def test_pepm_head_from_arrays_paths_and_explicit(tmp_path):
     assert _in_mask(train.frame_coords, initial_mask).all()
     coords, labels, box = PEPMPromptHead.to_tensors(train, 'cpu')
     assert tuple(coords.shape) == (1, 50, 2) and tuple(labels.shape) == (1, 50) and box is None
-    with_box = PEPMPromptHead(num_negative_points=5, use_box=True).train_prompts(
+    with_box = PEPMPromptHead(num_negative_points=5, prompt_kind='box+points').train_prompts(
         initial_mask, 128)
     np.testing.assert_allclose(with_box.box, [32, 32, 94, 94])
     assert (with_box.point_labels == 0).sum() == 5
+
+
+def _cam_and_masks(size=64):
+    """A CAM that rises to the right, its initial mask (left-centre block) and a GT mask."""
+    cam = np.tile(np.linspace(0.0, 1.0, size, dtype=np.float32), (size, 1))
+    initial_mask = np.zeros((size, size), np.uint8)
+    initial_mask[16:48, 8:40] = 1
+    gt = np.zeros((size, size), np.uint8)
+    gt[40:60, 40:60] = 1
+    return cam, initial_mask, gt
+
+
+@pytest.mark.parametrize('source', ['pepm', 'pepm_whole_map', 'mask_uniform', 'patch_uniform',
+                                    'ground_truth'])
+def test_point_sources_draw_from_their_region(source):
+    from mmseg_epsam.models.heads import PEPMPromptHead
+    cam, initial_mask, gt = _cam_and_masks()
+    head = PEPMPromptHead(num_points=40, point_source=source)
+    prompts = head.pepm_prompts(cam, initial_mask, 128, 'p', gt_mask=gt)
+    points = prompts.frame_coords
+    assert points.shape == (40, 2) and prompts.box is None
+    inside_initial = _in_mask(points, initial_mask)
+    if source in ('pepm', 'mask_uniform'):
+        assert inside_initial.all()
+    elif source == 'ground_truth':
+        assert _in_mask(points, gt).all()
+    else:
+        assert not inside_initial.all()  # the whole patch is the region
+    if source == 'pepm_whole_map':  # P ∝ CAM over the map: x is biased to the right
+        assert points[:, 0].mean() > 36  # E[x] = 42.3 under P ∝ x, 31.5 uniform
+    if source == 'patch_uniform':
+        assert 20 < points[:, 0].mean() < 44
+    again = head.pepm_prompts(cam, initial_mask, 128, 'p', gt_mask=gt)
+    np.testing.assert_array_equal(points, again.frame_coords)  # seeded by the patch key
+
+
+def test_box_kinds_and_empty_masks():
+    from mmseg_epsam.models.heads import PEPMPromptHead
+    cam, initial_mask, _ = _cam_and_masks()
+    box_only = PEPMPromptHead(prompt_kind='box').pepm_prompts(cam, initial_mask, 128, 'p')
+    assert box_only.point_coords.shape == (0, 2) and not box_only.is_empty
+    np.testing.assert_allclose(box_only.box, [16, 32, 78, 94])  # (8,16,39,47) scaled x2
+    both = PEPMPromptHead(prompt_kind='box+points', num_points=10).pepm_prompts(
+        cam, initial_mask, 128, 'p')
+    assert both.point_coords.shape == (10, 2) and both.box is not None
+    train_box = PEPMPromptHead(prompt_kind='box').train_prompts(initial_mask, 64)
+    np.testing.assert_allclose(train_box.box, [8, 16, 39, 47])
+    empty = np.zeros_like(initial_mask)
+    for kind in ('points', 'box', 'box+points'):
+        for source in ('pepm', 'patch_uniform'):
+            prompts = PEPMPromptHead(prompt_kind=kind, point_source=source).pepm_prompts(
+                cam, empty, 128, 'p')
+            assert prompts.is_empty  # an empty initial mask means "no tumour" for every mode
+    with pytest.raises(ValueError, match='ground-truth'):
+        PEPMPromptHead(point_source='ground_truth').pepm_prompts(cam, initial_mask, 128, 'p')
+    with pytest.raises(ValueError, match='prompt_kind'):
+        PEPMPromptHead(prompt_kind='boxes')
+    with pytest.raises(ValueError, match='point_source'):
+        PEPMPromptHead(point_source='random')

@@ -31,7 +31,10 @@ def minimal_configs(data_root, stage1_dir):
         ('MODELS', 'EPSAMPatchClassifier'): Config.fromfile(
             osp.join(ROOT, 'configs/epsam/classifier_demo.py')).model,
         ('MODELS', 'PEPMPromptHead'): dict(type='PEPMPromptHead', num_points=5),
-        ('MODELS', 'SAMDecoderSegmentor'): dict(type='SAMDecoderSegmentor', arch='tiny'),
+        ('MODELS', 'SAMDecoderSegmentor'): dict(
+            type='SAMDecoderSegmentor', image_encoder=dict(type='MetaSAMViTEncoder', arch='tiny')),
+        ('MODELS', 'MetaSAMViTEncoder'): dict(type='MetaSAMViTEncoder', arch='tiny'),
+        ('MODELS', 'LiteMedSAMEncoder'): dict(type='LiteMedSAMEncoder'),
         ('DATASETS', 'HistoPatchDataset'): patches,
         ('DATASETS', 'IDSPseudoLabelDataset'): dict(
             type='IDSPseudoLabelDataset', dataset=patches,

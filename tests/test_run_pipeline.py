@@ -17,7 +17,7 @@ def run_pipeline(data_root, work_dir, *extra):
     # The generated patches are noise, so after one epoch whether a CAM is positive anywhere
     # is down to the seed; seed 1 gives non-empty initial masks (seed 0 gives none with the
     # 256-px demo classifier, and decoder_r0 then stops with its 'every one is empty' error).
-    return run_tool('tools/run_pipeline.py', 'configs/epsam/epsam_demo.py',
+    return run_tool('tools/run_pipeline.py', 'tests/configs/epsam_tiny_sam.py',
            '--work-dir', work_dir, '--data-root', data_root, '--cfg-options',
            'classifier.cfg_options.randomness.seed=1',
            'classifier.cfg_options.train_cfg.max_epochs=1',
@@ -39,7 +39,10 @@ def pipeline_run(tmp_path_factory):
 
 def test_every_stage_writes_its_outputs(pipeline_run):
     data_root, work_dir, log = pipeline_run
-    assert 'NO SAM CHECKPOINT GIVEN' in log
+    # the SAM in use is named, and random weights are flagged
+    assert 'SAM stages: MetaSAMViTEncoder(arch=tiny) with RANDOM weights (tests only)' in log
+    summary = json.load(open(osp.join(work_dir, 'summary.json')))
+    assert summary['sam_model'] == 'MetaSAMViTEncoder(arch=tiny) with RANDOM weights (tests only)'
     for stage in STAGES:
         assert osp.isfile(osp.join(work_dir, stage, 'stage_done.json')), stage
     for split, count in (('train', 3), ('val', 5), ('test', 5)):
@@ -83,7 +86,7 @@ def test_until_stops_after_the_stage_and_a_rerun_continues(tmp_path):
     # q = 1 drops every activation: all initial masks empty, so decoder_r0 has nothing
     # to train on and must say so (naming stage 1) instead of failing obscurely
     result = subprocess.run(
-        [sys.executable, 'tools/run_pipeline.py', 'configs/epsam/epsam_demo.py', '--work-dir',
+        [sys.executable, 'tools/run_pipeline.py', 'tests/configs/epsam_tiny_sam.py', '--work-dir',
          work_dir, '--data-root', data_root, '--until', 'decoder_r0', '--cfg-options',
          'cam.postprocess.quantile=1.0', 'decoder.cfg_options.train_cfg.max_iters=2'],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -101,7 +104,7 @@ def test_until_stops_after_the_stage_and_a_rerun_continues(tmp_path):
 
 def test_until_an_unknown_stage_names_the_stages(tmp_path):
     result = subprocess.run(
-        [sys.executable, 'tools/run_pipeline.py', 'configs/epsam/epsam_demo.py', '--work-dir',
+        [sys.executable, 'tools/run_pipeline.py', 'tests/configs/epsam_tiny_sam.py', '--work-dir',
          str(tmp_path), '--until', 'decoder'], cwd=ROOT, capture_output=True, text=True,
         timeout=300)
     assert result.returncode != 0

@@ -11,13 +11,23 @@ from segment_anything.modeling import Sam  # noqa: E402
 
 from mmseg.structures import SegDataSample  # noqa: E402
 from mmseg_epsam.models.segmentors import SAMDecoderSegmentor  # noqa: E402
+from mmseg_epsam.models.sam_encoders import SAM_VIT_ARCHS, MetaSAMViTEncoder  # noqa: E402
 from mmseg_epsam.models.segmentors.sam_decoder_segmentor import (  # noqa: E402
-    SAM_ARCHS, build_sam_modules, soft_dice_iou_loss)
+    build_mask_decoder, build_prompt_encoder, soft_dice_iou_loss)
+
+TINY = dict(type='MetaSAMViTEncoder', arch='tiny')
 
 
 def _tiny(seed=0, **kwargs):
     torch.manual_seed(seed)
-    return SAMDecoderSegmentor(arch='tiny', **kwargs)
+    return SAMDecoderSegmentor(image_encoder=TINY, **kwargs)
+
+
+def _sam_modules(arch):
+    """Meta's three SAM modules for a ViT arch, as ``build_sam`` makes them."""
+    encoder = MetaSAMViTEncoder(arch)
+    settings = encoder.sam_settings()
+    return encoder, build_prompt_encoder(settings, encoder.img_size), build_mask_decoder(settings)
 
 
 def _meta_sam(model):
@@ -101,7 +111,7 @@ def test_empty_initial_mask_and_classifier_gate_give_empty_masks():
 
 def test_meta_checkpoint_loads_without_conversion(tmp_path):
     torch.manual_seed(7)
-    sam = Sam(*build_sam_modules(SAM_ARCHS['tiny'])).eval()
+    sam = Sam(*_sam_modules('tiny')).eval()
     path = tmp_path / 'sam_tiny.pth'
     torch.save(sam.state_dict(), path)
     image = _image(3)
@@ -118,11 +128,11 @@ def test_meta_checkpoint_loads_without_conversion(tmp_path):
 def test_bad_checkpoints_name_the_file(tmp_path):
     wrong_keys = tmp_path / 'wrong_keys.pth'
     torch.save({'backbone.weight': torch.zeros(1)}, wrong_keys)
-    with pytest.raises(ValueError, match='wrong_keys.pth.*not a Meta SAM checkpoint'):
+    with pytest.raises(ValueError, match='wrong_keys.pth.*not a SAM checkpoint'):
         _tiny(checkpoint=str(wrong_keys))
-    other = dict(SAM_ARCHS['tiny'], prompt_embed_dim=16)
+    other = dict(SAM_VIT_ARCHS['tiny'], prompt_embed_dim=16)
     wrong_arch = tmp_path / 'wrong_arch.pth'
-    torch.save(Sam(*build_sam_modules(other)).state_dict(), wrong_arch)
+    torch.save(Sam(*_sam_modules(other)).state_dict(), wrong_arch)
     with pytest.raises(ValueError, match='wrong_arch.pth.*shapes'):
         _tiny(checkpoint=str(wrong_arch))
     with pytest.raises(FileNotFoundError, match='missing.pth'):
@@ -134,7 +144,7 @@ def test_bad_checkpoints_name_the_file(tmp_path):
 
 
 def test_vit_b_builds_with_meta_layout():
-    model = SAMDecoderSegmentor(arch='vit_b')
+    model = SAMDecoderSegmentor(image_encoder=dict(type='MetaSAMViTEncoder', arch='vit_b'))
     meta = sam_model_registry['vit_b']()
     ours, theirs = model.state_dict(), meta.state_dict()
     assert len(ours) == len(theirs) == 314
@@ -223,7 +233,7 @@ def test_reset_decoder_restores_exactly():
 def test_normalising_preprocessor_is_refused():
     init_default_scope('mmseg')
     with pytest.raises(ValueError, match='mean=None'):
-        SAMDecoderSegmentor(arch='tiny', data_preprocessor=dict(
+        SAMDecoderSegmentor(image_encoder=TINY, data_preprocessor=dict(
             type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]))
 
 

