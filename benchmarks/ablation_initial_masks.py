@@ -46,9 +46,9 @@ import torch
 from mmengine.config import Config, DictAction
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; Runner.from_cfg skips custom_imports)
-from mmseg.registry import DATASETS, MODELS, RUNNERS
+from mmseg.registry import DATASETS, MODELS
 from mmseg.utils import register_all_modules
-from mmseg_epsam.engine import EPSAMRunner
+from mmseg_epsam.engine import build_runner
 from mmseg_epsam.engine.cam_generation import (generate_cams, generation_dataset_cfg,
                                                load_classifier_checkpoint, read_manifest)
 from mmseg_epsam.functional.cam import CAM_POSTPROCESS_PRESETS, cam_postprocess
@@ -113,7 +113,7 @@ def train_classifier(cfg: Config) -> str:
             sys.exit(f'{cfg.work_dir}: trained with another classifier config (or by an older '
                      'version of this script); use another --work-dir or delete it')
         return done['checkpoint']
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else EPSAMRunner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     best = sorted(glob.glob(osp.join(cfg.work_dir, 'best_*.pth')))
     if best:  # GT-free selection (the config's save_best on image-label metrics)
