@@ -69,7 +69,6 @@ from mmseg_epsam.cache.embedding_cache import ModuleFingerprint
 from mmseg_epsam.engine.cam_generation import generation_dataset_cfg, load_classifier_checkpoint
 from mmseg_epsam.functional.cam import (CAMPostprocess, cam_postprocess, initial_mask_from_cam,
                                         rotate_and_fuse_cams)
-from mmseg_epsam.utils import atomic_write
 
 from .export import (mask_polygons, overlay_thumbnail, tumour_geojson, write_json,
                      write_png, write_pyramidal_map_tiff)
@@ -557,33 +556,6 @@ def build_epsam_tile_predictor(pipeline_config: str, work_dir: str,
                      for name, path in checkpoints.items()})
     return EPSAMTilePredictor(classifier.to(device), segmentor.to(device), classifier_pipeline,
                               postprocess, int(cam.get('views_per_forward', 4)), description)
-
-
-def write_untrained_pipeline_run(pipeline_config: str, work_dir: str, seed: int = 0) -> dict:
-    """A pipeline work dir holding freshly initialised classifier and decoder checkpoints.
-
-    Writes ``classifier/`` and ``decoder_r0/`` with an MMEngine-style checkpoint
-    (``{'state_dict': ..., 'meta': {}}``) and a ``stage_done.json`` each, as a finished run
-    would, so that :func:`build_epsam_tile_predictor` runs the machinery without training
-    (tests, benchmarks, demos: the predictions mean nothing). Returns the checkpoint paths.
-    """
-    cfg = Config.fromfile(pipeline_config)
-    cfg.work_dir = work_dir
-    pipeline = _open_pipeline(cfg, pipeline_config, None)
-    init_default_scope('mmseg')
-    paths = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for stage, section in (('classifier', cfg.classifier), ('decoder_r0', cfg.decoder)):
-            model = MODELS.build(pipeline.stage_config(section, stage).model)
-            path = osp.join(osp.abspath(work_dir), stage, 'untrained.pth')
-            os.makedirs(osp.dirname(path), exist_ok=True)
-            with atomic_write(path, suffix='.pth') as tmp:
-                torch.save(dict(state_dict=model.state_dict(), meta=dict(untrained=True)), tmp)
-            write_json(osp.join(osp.dirname(path), 'stage_done.json'),
-                       dict(status='trained', checkpoint=path, untrained=True))
-            paths[stage] = path
-    return paths
 
 
 # --------------------------------------------------------------------------- checkpoints
