@@ -1,4 +1,4 @@
-# SAM ViT-B mask-decoder fine-tuning for Camelyon patches (method.md §5): Meta's
+# SAM ViT-B mask-decoder fine-tuning for Camelyon patches (docs/method.md §5): Meta's
 # sam_vit_b_01ec64.pth (a path you give: --sam-checkpoint), frozen image / prompt encoders,
 # AdamW lr 2e-4 (paper), weight decay 1e-2, batch 4, 20 epochs, flip / rot90 views with
 # p = 0.5 served from the embedding cache. tools/run_pipeline.py fills in the data root,

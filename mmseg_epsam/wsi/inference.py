@@ -323,7 +323,7 @@ def classify_with_cam(classifier: torch.nn.Module, inputs: torch.Tensor,
     The same steps as the CAM generator (:mod:`mmseg_epsam.engine.cam_generation`) without
     files: the classifier's predict mode gives ``pred_score``; rotate & fuse (paper Eq. 3)
     gives the CAM at feature resolution; :func:`initial_mask_from_cam` resizes it to
-    ``full_size`` and thresholds and opens it (method.md §3).
+    ``full_size`` and thresholds and opens it (docs/method.md §3).
 
     Args:
         classifier: an ``EPSAMPatchClassifier`` in eval mode.
@@ -360,7 +360,7 @@ def _config_sha256(config: dict) -> str:
 
 
 class EPSAMTilePredictor:
-    """EP-SAM's test path on tiles: gate -> CAM -> PEPM -> SAM (method.md, Pipeline step 6).
+    """EP-SAM's test path on tiles: gate -> CAM -> PEPM -> SAM (docs/method.md §9).
 
     Args:
         classifier: ``EPSAMPatchClassifier`` with its weights, in eval mode.

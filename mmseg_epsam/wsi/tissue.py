@@ -2,7 +2,7 @@
 
 Pure functions on numpy arrays (OpenCV for the image operations). Stained tissue is
 saturated (pink/purple) while glass and background are white or grey, so an Otsu threshold
-on the HSV saturation channel separates them (method.md §7). A morphological closing fills
+on the HSV saturation channel separates them (docs/method.md §7). A morphological closing fills
 small gaps between nuclei and a median filter removes isolated specks.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # EP-SAM's segmentor: Meta's SAM with frozen image / prompt encoders and a trainable mask
-# decoder, prompted by PEPM points (method.md §4-5). `checkpoint` is the path of Meta's
+# decoder, prompted by PEPM points (docs/method.md §4-5). `checkpoint` is the path of Meta's
 # sam_vit_b_01ec64.pth (no download ever); None builds random weights (demo / tests only).
 sam_arch = 'vit_b'
 sam_checkpoint = None
