@@ -1,4 +1,4 @@
-"""Ablation of the initial masks (issue 4; paper Tables 2-3, CAM rows) on the demo data.
+"""Ablation of the initial masks (paper Tables 2-3, CAM rows; docs/method.md §3, §8) on the demo data.
 
 For each seed, trains the patch classifier of ``configs/epsam/classifier_demo.py`` in three
 backbone variants (as ``tools/train.py`` does: the same config, runner and ``--cfg-options``
@@ -28,7 +28,7 @@ with the 256-px demo config. ::
         [--config configs/epsam/classifier_demo.py] [--variants b c d]
         [--preset camelyon16] [--cfg-options train_cfg.max_epochs=20 ...]
 
-The bar (issue 4): Enhanced ADL with post-processing beats the all-tumour Dice while the
+The bar: Enhanced ADL with post-processing beats the all-tumour Dice while the
 gated false-positive area on negatives stays at most ``--clean-fp`` (default 10 %).
 """
 import argparse
@@ -46,9 +46,9 @@ import torch
 from mmengine.config import Config, DictAction
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; Runner.from_cfg skips custom_imports)
-from mmseg.registry import DATASETS, MODELS, RUNNERS
+from mmseg.registry import DATASETS, MODELS
 from mmseg.utils import register_all_modules
-from mmseg_epsam.engine import EPSAMRunner
+from mmseg_epsam.engine import build_runner
 from mmseg_epsam.engine.cam_generation import (generate_cams, generation_dataset_cfg,
                                                load_classifier_checkpoint, read_manifest)
 from mmseg_epsam.functional.cam import CAM_POSTPROCESS_PRESETS, cam_postprocess
@@ -113,7 +113,7 @@ def train_classifier(cfg: Config) -> str:
             sys.exit(f'{cfg.work_dir}: trained with another classifier config (or by an older '
                      'version of this script); use another --work-dir or delete it')
         return done['checkpoint']
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else EPSAMRunner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     best = sorted(glob.glob(osp.join(cfg.work_dir, 'best_*.pth')))
     if best:  # GT-free selection (the config's save_best on image-label metrics)
@@ -197,7 +197,7 @@ def main() -> None:
     args = parse_args()
     register_all_modules(init_default_scope=True)
     if not osp.isfile(args.config):
-        sys.exit(f'{args.config}: classifier config not found (it comes with issue 4)')
+        sys.exit(f'{args.config}: classifier config not found')
     if not osp.isfile(osp.join(args.data_root, 'splits', f'{args.split}.txt')):
         sys.exit(f'{args.data_root}: no demo patch dataset (make it with '
                  f'tools/make_demo_data.py --out {args.data_root})')

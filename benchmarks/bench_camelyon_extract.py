@@ -30,7 +30,9 @@ from typing import Optional
 import numpy as np
 
 from mmseg_epsam.wsi.annotations import SlideAnnotations, write_asap_xml
-from mmseg_epsam.wsi.synthetic import SyntheticTissue, write_pyramidal_tiff
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))
+from synthetic_slides import SyntheticTissue, write_pyramidal_tiff  # noqa: E402
 
 TOOL = Path(__file__).resolve().parents[1] / 'tools' / 'dataset_converters' / 'camelyon.py'
 

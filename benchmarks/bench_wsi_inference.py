@@ -23,6 +23,7 @@ import argparse
 import os
 import os.path as osp
 import resource
+import sys
 import time
 
 import numpy as np
@@ -34,12 +35,13 @@ import mmseg_epsam  # noqa: F401  (registers the plugin)
 from mmseg.utils import register_all_modules
 from mmseg_epsam.wsi.annotations import SlideAnnotations
 from mmseg_epsam.wsi.inference import (WSIInferencer, WSIInferenceSettings,
-                                       build_epsam_tile_predictor, plan_tile_grid,
-                                       write_untrained_pipeline_run)
+                                       build_epsam_tile_predictor, plan_tile_grid)
 from mmseg_epsam.wsi.slide_reader import SlideReader
-from mmseg_epsam.wsi.synthetic import SyntheticTissue, write_pyramidal_tiff
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'tests'))  # the synthetic slide and untrained run fixtures
+from synthetic_slides import SyntheticTissue, write_pyramidal_tiff  # noqa: E402
+from untrained_pipeline import write_untrained_pipeline_run  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -17,7 +17,8 @@ import pytest
 
 from mmseg_epsam.wsi import extraction
 from mmseg_epsam.wsi.annotations import SlideAnnotations, write_asap_xml
-from mmseg_epsam.wsi.synthetic import SyntheticTissue, corrupt_tiles, write_pyramidal_tiff
+
+from synthetic_slides import SyntheticTissue, corrupt_tiles, write_pyramidal_tiff
 
 TOOL = Path(__file__).resolve().parents[1] / 'tools' / 'dataset_converters' / 'camelyon.py'
 _spec = importlib.util.spec_from_file_location('camelyon_converter', TOOL)

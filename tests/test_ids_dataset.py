@@ -18,7 +18,7 @@ PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
 
 
 class _PatchList(BaseSegDataset):
-    """A patch dataset with the contract's data infos (img_label, patch_name)."""
+    """A patch dataset whose data infos carry img_label and patch_name, as HistoPatchDataset's."""
 
     METAINFO = dict(classes=('background', 'tumour'), palette=[[0, 0, 0], [255, 0, 0]])
 
@@ -134,8 +134,7 @@ def test_bad_tables_and_infos_name_the_problem(patches, tmp_path):
 
 
 def test_wraps_histo_patch_dataset_config(tmp_path):
-    """With the lead's HistoPatchDataset (skipped until it exists)."""
-    pytest.importorskip('mmseg_epsam.datasets.histo_patch')
+    """The wrapper built from a HistoPatchDataset config selects its positive patches."""
     init_default_scope('mmseg')
     for sub in ('img_dir/train', 'splits', 'labels'):
         (tmp_path / sub).mkdir(parents=True)

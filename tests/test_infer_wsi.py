@@ -28,9 +28,11 @@ from mmseg_epsam.wsi.export import mask_polygons, tumour_geojson
 from mmseg_epsam.wsi.inference import (MissingResolutionError, TileGrid, TilePrediction,
                                        TileRecord, WSIInferencer, WSIInferenceSettings,
                                        overlap_ramp, plan_tile_grid, stitch_tiles,
-                                       tile_map_weight, write_untrained_pipeline_run)
+                                       tile_map_weight)
 from mmseg_epsam.wsi.slide_reader import SlideInfo
-from mmseg_epsam.wsi.synthetic import SyntheticTissue, corrupt_tiles, write_pyramidal_tiff
+
+from synthetic_slides import SyntheticTissue, corrupt_tiles, write_pyramidal_tiff
+from untrained_pipeline import write_untrained_pipeline_run
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PIPELINE_CONFIG = osp.join(ROOT, 'configs', 'epsam', 'epsam_demo.py')

@@ -1,4 +1,5 @@
-"""tools/make_demo_data.py: counts, labels vs masks, split disjointness, determinism."""
+"""tools/make_demo_data.py and mmseg_epsam.datasets.demo_data: counts, labels vs masks, split
+disjointness, determinism."""
 import importlib.util
 import json
 import sys
@@ -7,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from mmseg_epsam.datasets import demo_data
+from mmseg_epsam.wsi.tissue import otsu_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ('train', 'val', 'test')
@@ -176,9 +180,9 @@ def test_bad_sources_name_the_file(tmp_path, synthetic_sources):
 
 
 def test_tumour_alpha_hits_the_fraction_exactly():
-    field = mdd.smooth_field(64, 0.1, seed=5)
+    field = demo_data.smooth_field(64, 0.1, seed=5)
     for fraction in (0.2, 0.37, 0.9):
-        alpha = mdd.tumour_alpha(field, fraction)
+        alpha = demo_data.tumour_alpha(field, fraction)
         assert (alpha > 0.5).sum() == round(fraction * 64 * 64)
         assert alpha.min() == 0 and alpha.max() == 1
         soft = ((alpha > 0) & (alpha < 1)).mean()
@@ -186,19 +190,19 @@ def test_tumour_alpha_hits_the_fraction_exactly():
 
 
 def test_split_bounds_keep_fractions_and_minimum():
-    assert mdd.split_bounds(np.ones(100), (0.5, 0.2, 0.3), 10, 'w') == \
+    assert demo_data.split_bounds(np.ones(100), (0.5, 0.2, 0.3), 10, 'w') == \
         [(0, 50), (50, 70), (70, 100)]
     # tissue only in the first 60 rows: val would get 12 rows, so train gives up 3
     weights = np.r_[np.ones(60), np.zeros(40)]
-    assert mdd.split_bounds(weights, (0.5, 0.2, 0.3), 15, 'w') == \
+    assert demo_data.split_bounds(weights, (0.5, 0.2, 0.3), 15, 'w') == \
         [(0, 27), (27, 42), (42, 100)]
-    with pytest.raises(mdd.DemoDataError, match='too small'):
-        mdd.split_bounds(np.ones(40), (0.5, 0.2, 0.3), 15, 'w')
+    with pytest.raises(demo_data.DemoDataError, match='too small'):
+        demo_data.split_bounds(np.ones(40), (0.5, 0.2, 0.3), 15, 'w')
 
 
 def test_otsu_separates_glass_from_tissue():
     values = np.r_[np.full(500, 0.02), np.full(500, 0.4)]
-    assert 0.02 < mdd.otsu_threshold(values) <= 0.4
+    assert 0.02 < otsu_threshold(values) <= 0.4
 
 
 @pytest.mark.skipif(

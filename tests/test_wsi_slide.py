@@ -17,8 +17,9 @@ from mmseg_epsam.wsi.extraction import (Candidates, ManifestError, PatchParams, 
 from mmseg_epsam.wsi.patch_grid import (balanced_sample, fraction_bins, grid_coordinates,
                                         label_patches, select_patches, window_fractions)
 from mmseg_epsam.wsi.slide_reader import SlideReader, SlideReadError
-from mmseg_epsam.wsi.synthetic import SyntheticTissue, corrupt_tiles, write_pyramidal_tiff
 from mmseg_epsam.wsi.tissue import saturation, tissue_mask
+
+from synthetic_slides import SyntheticTissue, corrupt_tiles, write_pyramidal_tiff
 
 SIZE = 1024
 TISSUE = [(512.0, 512.0, 420.0, 380.0)]  # one tissue ellipse (cx, cy, rx, ry)

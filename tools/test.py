@@ -10,7 +10,8 @@ from mmengine.config import Config, DictAction
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; Runner.from_cfg skips custom_imports)
 from mmseg.utils import register_all_modules
-from mmseg_epsam.utils.tool_config import build_tool_runner, load_tool_config
+from mmseg_epsam.engine import build_runner
+from mmseg_epsam.utils.tool_config import load_tool_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,7 +82,7 @@ def main() -> None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
-    runner = build_tool_runner(cfg)
+    runner = build_runner(cfg)
     runner.test()
     if args.out is not None:
         print(f'Predicted masks written to {osp.abspath(args.out)}')

@@ -12,7 +12,8 @@ from mmengine.logging import print_log
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; Runner.from_cfg skips custom_imports)
 from mmseg.utils import register_all_modules
-from mmseg_epsam.utils.tool_config import build_tool_runner, load_tool_config
+from mmseg_epsam.engine import build_runner
+from mmseg_epsam.utils.tool_config import load_tool_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,7 +68,7 @@ def main() -> None:
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
     cfg.resume = args.resume
-    runner = build_tool_runner(cfg)
+    runner = build_runner(cfg)
     runner.train()
     print_log(f'Checkpoints and logs are in {osp.abspath(cfg.work_dir)}', logger='current')
 

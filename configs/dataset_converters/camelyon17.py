@@ -1,4 +1,4 @@
-# Camelyon17 -> patch dataset (method.md §7, paper Table 1). Used by
+# Camelyon17 -> patch dataset (docs/method.md §7, paper Table 1). Used by
 #   python tools/dataset_converters/camelyon.py SLIDE_DIR ANN_DIR OUT_DIR --dataset camelyon17
 # (this file is the preset; `--config my.py` overrides any key, command-line flags override both).
 dataset = 'camelyon17'

@@ -1,5 +1,5 @@
 # EP-SAM on Camelyon16 patches (tools/dataset_converters/camelyon.py), paper defaults with
-# the reference code's bugs fixed (method.md):
+# the reference code's bugs fixed (docs/method.md §11):
 #   python tools/run_pipeline.py configs/epsam/epsam_camelyon16.py \
 #       --sam-checkpoint /path/to/sam_vit_b_01ec64.pth --data-root data/camelyon16
 work_dir = 'work_dirs/epsam_camelyon16'

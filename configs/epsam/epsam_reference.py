@@ -1,6 +1,6 @@
 # The `reference` preset: the values of EP-SAM's public reference code where it differs from
-# the paper (method.md), on Camelyon16. Outright bugs stay fixed (prompt coordinates scaled
-# to SAM's frame, pseudo-labels generated without augmentation, no double sigmoid); the
+# the paper (docs/method.md §11), on Camelyon16. Outright bugs stay fixed (prompt coordinates
+# scaled to SAM's frame, pseudo-labels generated without augmentation, no double sigmoid); the
 # coordinate bug can be reproduced for comparison with
 #   decoder.cfg_options.model.prompt_head.reference_unscaled_coords=True
 _base_ = ['./epsam_camelyon16.py']

@@ -1,4 +1,4 @@
-"""On-disk cache of SAM image embeddings (method.md §5).
+"""On-disk cache of SAM image embeddings (docs/method.md §5).
 
 SAM's image encoder is frozen, so the embedding of an image never changes while its weights
 do not: encode each image (and each cached augmentation view) once, store the embedding in

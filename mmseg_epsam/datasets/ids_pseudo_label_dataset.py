@@ -1,4 +1,4 @@
-"""Training set of SAM pseudo-labels selected by IDS (method.md §6).
+"""Training set of SAM pseudo-labels selected by IDS (docs/method.md §6).
 
 Each round writes, for the positive training patches::
 

@@ -3,7 +3,7 @@
 The one implementation behind :class:`~mmseg_epsam.engine.hooks.CAMGeneratorHook` (after
 classifier training) and ``tools/generate_cams.py`` (from a checkpoint). For each patch of a
 split (by default the positive patches of ``train``, every patch of other splits) it writes,
-under ``out_dir`` (the team's stage-1 contract)::
+under ``out_dir`` (the stage-1 layout, docs/method.md §10)::
 
     cams/<split>/<name>.npy            fused CAM, float16, H x W of the patch, in [0, 1]
     initial_masks/<split>/<name>.png   uint8 0/1, H x W of the patch
@@ -365,10 +365,11 @@ def evaluate_initial_masks(writer: SplitWriter, entries: list, rows: Dict[str, d
                            gate_threshold: float) -> dict:
     """Initial masks on disk against GT: Dice / IoU on positives, FP area on negatives.
 
-    Uses the foundation's metric (:func:`patch_dice_iou`, :func:`false_positive_fraction`),
-    each as a mean over patches, without and with the classifier gate (a patch whose
-    tumour probability is below ``gate_threshold`` gets an empty mask). Positives are scored
-    only where a GT mask exists; negatives need no GT (they hold no tumour).
+    Uses the per-patch scores of docs/method.md §8 (:func:`patch_dice_iou`,
+    :func:`false_positive_fraction`), each as a mean over patches, without and with the
+    classifier gate (a patch whose tumour probability is below ``gate_threshold`` gets an
+    empty mask). Positives are scored only where a GT mask exists; negatives need no GT
+    (they hold no tumour).
     """
     scores = {'ungated': dict(dice=[], iou=[], fp_area=[]),
               'gated': dict(dice=[], iou=[], fp_area=[])}

@@ -1,4 +1,4 @@
-"""Pseudo-label generation for one EP-SAM round (method.md §4, §6; paper Algorithm 1).
+"""Pseudo-label generation for one EP-SAM round (docs/method.md §4, §6; paper Algorithm 1).
 
 The decoder of the previous round predicts every positive training patch from PEPM prompts
 (no augmentation, dataset order); IDS against the patch's initial mask decides which SAM

@@ -1,4 +1,5 @@
 """MMEngine runner that can load its own checkpoints under torch >= 2.6."""
+from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
@@ -18,3 +19,11 @@ class EPSAMRunner(Runner):
         """Load a checkpoint of this project's own runs (resume / load_from / test)."""
         with trusted_mmengine_checkpoints():
             return super().load_checkpoint(filename, *args, **kwargs)
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The runner of ``cfg``: ``cfg.runner_type`` from the registry if set, else
+    :class:`EPSAMRunner` (what ``tools/train.py`` and ``tools/test.py`` use)."""
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return EPSAMRunner.from_cfg(cfg)

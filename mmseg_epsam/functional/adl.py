@@ -1,4 +1,4 @@
-"""Attention Dropout Layer (ADL) maths (Choe & Shim, CVPR 2019; method.md §2).
+"""Attention Dropout Layer (ADL) maths (Choe & Shim, CVPR 2019; docs/method.md §2).
 
 ADL is active in training only. From a feature map ``F`` of shape ``[B, C, H, W]``:
 

@@ -1,4 +1,4 @@
-"""Class activation maps to initial masks (method.md §3, paper Eq. 3).
+"""Class activation maps to initial masks (docs/method.md §3, paper Eq. 3).
 
 A classifier's raw CAM ``ReLU(w_fc . F)`` at feature resolution becomes an initial mask in
 these steps, each with an explicit resolution and interpolation:
@@ -231,7 +231,7 @@ def binary_opening(mask: torch.Tensor, kernel_size: Union[int, Sequence[int]]) -
 
 @dataclasses.dataclass(frozen=True)
 class CAMPostprocess:
-    """How raw CAMs become an initial mask (method.md §3); named presets below.
+    """How raw CAMs become an initial mask (docs/method.md §3); named presets below.
 
     Attributes:
         quantile: Quantile threshold q: among non-zero activations the bottom q become 0,
@@ -286,7 +286,7 @@ class CAMPostprocess:
 
 
 #: Named CAM post-processing settings. ``camelyon16`` / ``camelyon17`` carry the reference
-#: code's per-dataset values (method.md §3; the paper gives none) with float views;
+#: code's per-dataset values (docs/method.md §3; the paper gives none) with float views;
 #: ``reference`` is the reference code's Camelyon16 path including its per-view uint8
 #: quantisation and the bilinear resizing that its (lost) Lanczos request fell back to;
 #: ``none`` is the "without post-processing" baseline of the ablation: single view, cut at
@@ -314,7 +314,7 @@ def cam_postprocess(preset: str = 'camelyon16', **overrides) -> CAMPostprocess:
 
 def initial_mask_from_cam(cam: torch.Tensor, full_size: Tuple[int, int],
                           postprocess: CAMPostprocess) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Initial masks from fused CAMs (method.md §3), in the order the settings state.
+    """Initial masks from fused CAMs (docs/method.md §3), in the order the settings state.
 
     With ``resolution='full'``: resize the CAM to ``full_size`` (``cam_interpolation``),
     threshold, open. With ``resolution='feature'``: threshold and open the CAM as given,

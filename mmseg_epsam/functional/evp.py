@@ -1,4 +1,4 @@
-"""Explicit visual prompt (EVP): the high-frequency component of an image (method.md §1).
+"""Explicit visual prompt (EVP): the high-frequency component of an image (docs/method.md §1).
 
 The EVP of an RGB image is computed per channel: 2-D FFT, shift the zero frequency to the
 centre, zero a centred square of low frequencies, shift back, inverse FFT, take the absolute
@@ -50,7 +50,7 @@ def low_frequency_square_size(height: int, width: int, mask_size: Optional[int] 
 def evp_high_frequency(images: torch.Tensor, mask_size: Optional[int] = 2,
                        mask_ratio: Optional[float] = None,
                        norm: FFTNorm = 'forward') -> torch.Tensor:
-    """Explicit visual prompt: high-frequency magnitude of a batch of images (method.md §1).
+    """Explicit visual prompt: high-frequency magnitude of a batch of images (docs/method.md §1).
 
     For each channel ``x_c``: ``X = fftshift(fft2(x_c))``; ``X[r0:r0+s, c0:c0+s] = 0`` with
     ``r0 = H//2 - s//2``, ``c0 = W//2 - s//2`` (the DC bin sits at ``(H//2, W//2)`` after the

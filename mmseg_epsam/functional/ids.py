@@ -1,4 +1,4 @@
-"""IDS: the agreement score that selects SAM pseudo-labels (paper §3.4, method.md §6).
+"""IDS: the agreement score that selects SAM pseudo-labels (paper §3.4, docs/method.md §6).
 
 ``IDS = |SAM ∩ CAM| / |SAM|`` where SAM is SAM's predicted mask and CAM the CAM-derived
 (initial) mask of the same patch; a pseudo-label is kept when ``IDS > t`` (t = 0.9).

@@ -1,4 +1,4 @@
-"""Per-patch segmentation scores of the paper (method.md §8), pure numpy.
+"""Per-patch segmentation scores of the paper (docs/method.md §8), pure numpy.
 
 Masks are arrays of any shape where non-zero means tumour. The paper scores each positive
 test patch with a smoothed Dice and IoU and averages them; the smoothing makes both defined
@@ -18,7 +18,7 @@ def _binary(mask: np.ndarray, name: str) -> np.ndarray:
 
 def patch_dice_iou(pred: np.ndarray, gt: np.ndarray, smooth: float = 1e-3
                    ) -> tuple[float, float]:
-    """Smoothed Dice and IoU of one patch (method.md §8, the paper's per-patch metric).
+    """Smoothed Dice and IoU of one patch (docs/method.md §8, the paper's per-patch metric).
 
     ``dice = (2|P∩G| + s) / (|P| + |G| + s)`` and ``iou = (|P∩G| + s) / (|P∪G| + s)`` with
     ``s = smooth``; both are 1 when P and G are empty and about ``s / |G|`` when only P is.
@@ -45,7 +45,7 @@ def false_positive_fraction(pred: np.ndarray) -> float:
     """Fraction of a (tumour-free) patch's pixels that are predicted tumour.
 
     On a negative patch every predicted tumour pixel is a false positive, so this is the
-    false-positive area reported beside the paper's Dice (method.md §8).
+    false-positive area reported beside the paper's Dice (docs/method.md §8).
     """
     p = _binary(pred, 'pred')
     return float(np.count_nonzero(p)) / p.size

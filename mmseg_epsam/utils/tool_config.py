@@ -20,12 +20,3 @@ def load_tool_config(args: Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
 
-
-def build_tool_runner(cfg: Config):
-    """``cfg.runner_type`` from the registry if set, else :class:`EPSAMRunner`."""
-    from mmseg.registry import RUNNERS
-
-    from ..engine.runner import EPSAMRunner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return EPSAMRunner.from_cfg(cfg)

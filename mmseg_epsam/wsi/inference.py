@@ -69,7 +69,6 @@ from mmseg_epsam.cache.embedding_cache import ModuleFingerprint
 from mmseg_epsam.engine.cam_generation import generation_dataset_cfg, load_classifier_checkpoint
 from mmseg_epsam.functional.cam import (CAMPostprocess, cam_postprocess, initial_mask_from_cam,
                                         rotate_and_fuse_cams)
-from mmseg_epsam.utils import atomic_write
 
 from .export import (mask_polygons, overlay_thumbnail, tumour_geojson, write_json,
                      write_png, write_pyramidal_map_tiff)
@@ -324,7 +323,7 @@ def classify_with_cam(classifier: torch.nn.Module, inputs: torch.Tensor,
     The same steps as the CAM generator (:mod:`mmseg_epsam.engine.cam_generation`) without
     files: the classifier's predict mode gives ``pred_score``; rotate & fuse (paper Eq. 3)
     gives the CAM at feature resolution; :func:`initial_mask_from_cam` resizes it to
-    ``full_size`` and thresholds and opens it (method.md §3).
+    ``full_size`` and thresholds and opens it (docs/method.md §3).
 
     Args:
         classifier: an ``EPSAMPatchClassifier`` in eval mode.
@@ -361,7 +360,7 @@ def _config_sha256(config: dict) -> str:
 
 
 class EPSAMTilePredictor:
-    """EP-SAM's test path on tiles: gate -> CAM -> PEPM -> SAM (method.md, Pipeline step 6).
+    """EP-SAM's test path on tiles: gate -> CAM -> PEPM -> SAM (docs/method.md §9).
 
     Args:
         classifier: ``EPSAMPatchClassifier`` with its weights, in eval mode.
@@ -557,33 +556,6 @@ def build_epsam_tile_predictor(pipeline_config: str, work_dir: str,
                      for name, path in checkpoints.items()})
     return EPSAMTilePredictor(classifier.to(device), segmentor.to(device), classifier_pipeline,
                               postprocess, int(cam.get('views_per_forward', 4)), description)
-
-
-def write_untrained_pipeline_run(pipeline_config: str, work_dir: str, seed: int = 0) -> dict:
-    """A pipeline work dir holding freshly initialised classifier and decoder checkpoints.
-
-    Writes ``classifier/`` and ``decoder_r0/`` with an MMEngine-style checkpoint
-    (``{'state_dict': ..., 'meta': {}}``) and a ``stage_done.json`` each, as a finished run
-    would, so that :func:`build_epsam_tile_predictor` runs the machinery without training
-    (tests, benchmarks, demos: the predictions mean nothing). Returns the checkpoint paths.
-    """
-    cfg = Config.fromfile(pipeline_config)
-    cfg.work_dir = work_dir
-    pipeline = _open_pipeline(cfg, pipeline_config, None)
-    init_default_scope('mmseg')
-    paths = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for stage, section in (('classifier', cfg.classifier), ('decoder_r0', cfg.decoder)):
-            model = MODELS.build(pipeline.stage_config(section, stage).model)
-            path = osp.join(osp.abspath(work_dir), stage, 'untrained.pth')
-            os.makedirs(osp.dirname(path), exist_ok=True)
-            with atomic_write(path, suffix='.pth') as tmp:
-                torch.save(dict(state_dict=model.state_dict(), meta=dict(untrained=True)), tmp)
-            write_json(osp.join(osp.dirname(path), 'stage_done.json'),
-                       dict(status='trained', checkpoint=path, untrained=True))
-            paths[stage] = path
-    return paths
 
 
 # --------------------------------------------------------------------------- checkpoints

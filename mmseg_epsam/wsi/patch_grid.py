@@ -78,7 +78,7 @@ def label_patches(tumour_fraction: np.ndarray, tissue_fraction: np.ndarray,
                   pos_range: tuple[float, float] = (0.2, 0.9),
                   pos_inclusive: tuple[bool, bool] = (True, True),
                   min_tissue: float = 0.5) -> np.ndarray:
-    """Image labels from tumour and tissue fractions (method.md §7).
+    """Image labels from tumour and tissue fractions (docs/method.md §7).
 
     * positive (1): ``lo <= tumour <= hi`` (each bound inclusive or not, ``pos_inclusive``);
     * negative (0): no tumour at all and ``tissue >= min_tissue``;

@@ -9,7 +9,7 @@ the preset configs/dataset_converters/<dataset>.py (paper defaults: level 0, 512
 stride 256, positives 20-90 % tumour, Table 1 targets, documented slide splits); a --config
 file overrides preset keys and command-line flags override both.
 
-Writes under OUT_DIR (method.md §7; contract "patch dataset on disk"):
+Writes under OUT_DIR (docs/method.md §7; the patch dataset layout of §10):
     img_dir/<split>/<name>.png     RGB patch, name = <slide>_x<X>_y<Y> (level-0 corner)
     ann_dir/<split>/<name>.png     uint8 mask, 0 background / 1 tumour
     splits/<split>.txt             "<name> <label>" per kept patch

@@ -57,7 +57,7 @@ test_dataloader = dict(
         masks='required',
         pipeline=test_pipeline))
 test_evaluator = dict(type='EPSAMMetric')
-# GT-free model selection (method.md §5): a fixed schedule, no pixel-GT validation.
+# GT-free model selection (docs/method.md §5): a fixed schedule, no pixel-GT validation.
 val_dataloader = None
 val_evaluator = None
 val_cfg = None

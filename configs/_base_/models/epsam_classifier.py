@@ -1,4 +1,4 @@
-# EP-SAM's patch classifier (method.md §1-2): ResNet-50 with the explicit visual prompt (EVP)
+# EP-SAM's patch classifier (docs/method.md §1-2): ResNet-50 with the explicit visual prompt (EVP)
 # as a 4th input channel and three Attention Dropout Layers, GAP + one logit, BCE on the
 # image label. Output stride 16 (a 512 patch gives 32x32 features); the CAM comes from the
 # first bottleneck of layer4, as in the reference code.

@@ -1,5 +1,5 @@
 # Mask-decoder fine-tuning: AdamW, paper lr 2e-4 (the reference used 5e-6: see the
-# `reference` preset), weight decay 1e-2, batch 4, 20 epochs (method.md §5).
+# `reference` preset), weight decay 1e-2, batch 4, 20 epochs (docs/method.md §5).
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-2))

@@ -1,6 +1,6 @@
 """Load a patch's stage-1 outputs (fused CAM, initial mask, classifier score) for SAM.
 
-Stage-1 layout (team contract), under ``stage1_dir``::
+Stage-1 layout (docs/method.md §10), under ``stage1_dir``::
 
     cams/<split>/<name>.npy            fused CAM, float16, HxW, in [0, 1]
     initial_masks/<split>/<name>.png   uint8 0/1, HxW

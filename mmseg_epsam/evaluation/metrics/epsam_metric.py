@@ -1,5 +1,5 @@
 """The EP-SAM evaluation metric: paper per-patch scores, negative-patch false positives and
-MMSeg's dataset-level mIoU / mDice (method.md §8)."""
+MMSeg's dataset-level mIoU / mDice (docs/method.md §8)."""
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 

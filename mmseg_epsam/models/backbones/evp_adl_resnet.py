@@ -1,4 +1,4 @@
-"""EVP-ADL ResNet: the patch classifier's backbone in EP-SAM (method.md §1-2).
+"""EVP-ADL ResNet: the patch classifier's backbone in EP-SAM (docs/method.md §1-2).
 
 A torchvision-layout ResNet-50 (so ImageNet weights from torchvision or mmpretrain load by
 key) with

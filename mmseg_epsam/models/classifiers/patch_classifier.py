@@ -13,7 +13,7 @@ ForwardResults = Union[Dict[str, torch.Tensor], List[SegDataSample], torch.Tenso
 
 @MODELS.register_module()
 class EPSAMPatchClassifier(BaseModel):
-    """Binary tumour / normal patch classifier whose CAM seeds EP-SAM (method.md §2-3).
+    """Binary tumour / normal patch classifier whose CAM seeds EP-SAM (docs/method.md §2-3).
 
     ``backbone`` features -> global average pooling -> ``Linear(C, 1)`` -> one logit, trained
     with binary cross-entropy on ``data_sample.metainfo['img_label']`` (0/1).
@@ -94,7 +94,7 @@ class EPSAMPatchClassifier(BaseModel):
         return data_samples
 
     def compute_cam(self, inputs: torch.Tensor, cam_layer: Optional[str] = None) -> torch.Tensor:
-        """Raw class activation map ``ReLU(sum_c w_c F_c)`` (method.md §3), not normalised.
+        """Raw class activation map ``ReLU(sum_c w_c F_c)`` (docs/method.md §3), not normalised.
 
         ``F`` is the output of ``cam_layer`` (default: the configured one) and ``w`` the
         weights of the final linear layer (its bias is not added). The model runs in eval

@@ -1,4 +1,4 @@
-"""SAM with a frozen image / prompt encoder and a trainable mask decoder (method.md §4-§5).
+"""SAM with a frozen image / prompt encoder and a trainable mask decoder (docs/method.md §4-§5).
 
 The children carry Meta's names (``image_encoder``, ``prompt_encoder``, ``mask_decoder``), so
 the segmentor's state dict has exactly the keys of Meta's ``Sam``: ``sam_vit_*.pth`` and
@@ -67,7 +67,7 @@ def build_prompt_encoder(settings: dict, img_size: int) -> PromptEncoder:
 
 def soft_dice_iou_loss(logits: Tensor, target: Tensor,
                        smooth: float = 1e-3) -> tuple[Tensor, Tensor]:
-    """Soft Dice and soft IoU losses of one image (method.md §5).
+    """Soft Dice and soft IoU losses of one image (docs/method.md §5).
 
     With ``p = sigmoid(logits)`` and ``g`` the binary target:
     ``dice = 1 - (2 Σpg + s) / (Σp + Σg + s)``, ``iou = 1 - (Σpg + s) / (Σp + Σg - Σpg + s)``.

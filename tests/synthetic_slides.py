@@ -1,4 +1,4 @@
-"""Synthetic pyramidal slides for tests and benchmarks (tifffile, tiled, µm/px set).
+"""Synthetic pyramidal slides for the tests and benchmarks (tifffile, tiled, µm/px set).
 
 :func:`write_pyramidal_tiff` writes a tiled TIFF whose levels are successive IFDs with
 resolution tags, which OpenSlide opens as a ``generic-tiff`` slide with correct levels and
@@ -17,8 +17,7 @@ import numpy as np
 import tifffile
 
 from mmseg_epsam.utils.io import atomic_write
-
-from .annotations import SlideAnnotations
+from mmseg_epsam.wsi.annotations import SlideAnnotations
 
 #: render(x0, y0, width, height, downsample) -> (height, width, 3) uint8 RGB, where output
 #: pixel (i, j) covers level-0 [x0 + j*downsample, x0 + (j+1)*downsample) x [y0 + i*d, ...).
