@@ -64,6 +64,16 @@ def test_every_stage_writes_its_outputs(pipeline_run):
     assert len(os.listdir(osp.join(work_dir, "test", "masks"))) == 5
     assert len(os.listdir(osp.join(work_dir, "test", "pictures"))) == 5
     assert 'EP-SAM summary' in log
+    # Tables 5-6: the zero-shot SAM and every trained round, on val and test, gated or not
+    every = summary['every_decoder']
+    final = 'decoder_r1' if record['status'] == 'trained' else 'decoder_r0'
+    decoders = ['zero-shot', 'decoder_r0'] + (['decoder_r1'] if final == 'decoder_r1' else [])
+    assert [(r['decoder'], r['split'], r['gated']) for r in every] == [
+        (d, split, gated) for d in decoders for split in ('val', 'test') for gated in (True, False)]
+    final_test = [r for r in every if r['decoder'] == final and r['split'] == 'test']
+    assert final_test[0]['Dice'] == pytest.approx(summary['test']['Dice'])
+    assert final_test[1]['Dice'] == pytest.approx(summary['test_ungated']['Dice'])
+    assert 'Every decoder' in log
 
 
 def test_second_run_skips_every_stage(pipeline_run):

@@ -23,4 +23,6 @@ rounds = dict(
     ids_variant='paper',
     policy='per_round',
     reset='pretrained')
-test = dict(num_pictures=32)
+test = dict(
+    num_pictures=32,
+    score_every_decoder=('val', 'test'))  # Tables 5-6: zero-shot SAM and every round

@@ -20,4 +20,6 @@ rounds = dict(
     ids_variant='paper',          # 'reference': >= and |SAM| + 1 in the denominator
     policy='per_round',           # reference; 'keep_previous' = Algorithm 1's union
     reset='pretrained')           # decoder reset per round: 'pretrained' | 'random' | 'previous'
-test = dict(num_pictures=8)
+test = dict(
+    num_pictures=8,
+    score_every_decoder=('val', 'test'))  # Tables 5-6: zero-shot SAM and every round

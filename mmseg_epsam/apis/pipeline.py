@@ -19,7 +19,7 @@ import glob
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -58,6 +58,18 @@ def set_stage1_dir(node, stage1_dir: str) -> None:
     def visit(d):
         if d.get('type') == 'LoadCAMAndInitialMask':
             d['stage1_dir'] = stage1_dir
+    _walk(node, visit)
+
+
+def set_split(node, split: str) -> None:
+    """Point every ``HistoPatchDataset`` and ``LoadCAMAndInitialMask`` of a config tree at
+    ``split`` (``splits/<split>.txt``, ``img_dir/<split>``, ``ann_dir/<split>``)."""
+    def visit(d):
+        if d.get('type') == 'HistoPatchDataset':
+            d['ann_file'] = f'splits/{split}.txt'
+            d['data_prefix'] = dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}')
+        elif d.get('type') == 'LoadCAMAndInitialMask':
+            d['split'] = split
     _walk(node, visit)
 
 
@@ -314,21 +326,54 @@ class EPSAMPipeline:
         return dict(out_dir=out_dir, patches=len(lines),
                     counts=dataset.selection.counts)
 
+    def _score(self, stage: str, checkpoint: Optional[str], split: str, gated: bool,
+               mask_dir: Optional[str] = None) -> dict:
+        """EPSAMMetric of a decoder (``checkpoint``; None: the pretrained SAM, zero-shot) on
+        ``split``, with or without the classifier gate."""
+        cfg = self._decoder_config(stage)
+        if checkpoint is not None:
+            cfg.load_from = checkpoint
+        if not gated:
+            cfg.model.test_cfg = dict(cfg.model.get('test_cfg', {}), classifier_gate=None)
+        if split != 'test':
+            set_split(cfg.test_dataloader, split)
+        if mask_dir is not None:
+            cfg.test_evaluator = dict(cfg.test_evaluator, output_dir=mask_dir)
+        return EPSAMRunner.from_cfg(cfg).test()
+
+    def score_every_decoder(self, splits: Sequence[str]) -> List[dict]:
+        """Paper Tables 5-6: the zero-shot SAM (pretrained decoder, PEPM prompts, no
+        fine-tuning) and every trained decoder round, scored on ``splits`` with and without
+        the classifier gate."""
+        decoders = [('zero-shot', None)]
+        for k in range(self.final_round() + 1):
+            decoders.append((f'decoder_r{k}', self.stage_record(f'decoder_r{k}')['checkpoint']))
+        rows = []
+        for name, checkpoint in decoders:
+            for split in splits:
+                for gated in (True, False):
+                    stage = osp.join('test', 'every_decoder',
+                                     f'{name}_{split}_{"gated" if gated else "ungated"}')
+                    metrics = self._score(stage, checkpoint, split, gated)
+                    rows.append(dict(decoder=name, split=split, gated=gated,
+                                     **{k: metrics[k] for k in ('Dice', 'IoU', 'neg_fp_area')}))
+        return rows
+
     def run_test(self) -> dict:
-        """Score gate -> CAM -> PEPM -> SAM on the test split, with and without the gate."""
+        """Score gate -> CAM -> PEPM -> SAM on the test split, with and without the gate; with
+        ``test.score_every_decoder`` also the zero-shot SAM and each round (Tables 5-6)."""
         checkpoint = self.final_checkpoint()
         results = {}
         for gated in (True, False):
             name = 'test' if gated else 'test_ungated'
-            cfg = self._decoder_config(name)
-            cfg.load_from = checkpoint
-            if not gated:
-                cfg.model.test_cfg = dict(cfg.model.get('test_cfg', {}), classifier_gate=None)
             mask_dir = osp.join(self.work_dir, name, 'masks')
-            cfg.test_evaluator = dict(cfg.test_evaluator, output_dir=mask_dir)
-            metrics = EPSAMRunner.from_cfg(cfg).test()
+            metrics = self._score(name, checkpoint, 'test', gated, mask_dir)
             results[name] = dict(metrics=metrics, masks=mask_dir, checkpoint=checkpoint)
-        results['pictures'] = self._pictures(cfg, results['test']['masks'])
+        results['pictures'] = self._pictures(self._decoder_config('test'),
+                                             results['test']['masks'])
+        splits = self.cfg.test.get('score_every_decoder', ())
+        if splits:
+            results['every_decoder'] = self.score_every_decoder(splits)
         return results
 
     def _pictures(self, cfg: Config, mask_dir: str) -> str:
@@ -428,6 +473,7 @@ class EPSAMPipeline:
                              kept_dice=r['kept_dice_gt']))
         test = self.stage_record('test') or {}
         return dict(work_dir=self.work_dir, sam_model=self.describe_sam(),
+                    every_decoder=test.get('every_decoder'),
                     cams=cams.get('evaluation'), rounds=rows,
                     test=test.get('test', {}).get('metrics'),
                     test_ungated=test.get('test_ungated', {}).get('metrics'),
@@ -467,6 +513,17 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{label:<42}{metrics['Dice']:6.2f}  IoU {metrics['IoU']:.2f}  "
                          f"FP area on negatives {metrics['neg_fp_area']:.2f}%  "
                          f"mDice {metrics['mDice']:.2f}")
+    every = summary.get('every_decoder') or []
+    if every:
+        lines += ['', 'Every decoder (Dice % on positives / FP area % on negatives; '
+                  'gated | no gate)']
+        for split in dict.fromkeys(row['split'] for row in every):
+            for decoder in dict.fromkeys(row['decoder'] for row in every):
+                cells = {row['gated']: row for row in every
+                         if row['split'] == split and row['decoder'] == decoder}
+                lines.append(f"  {split:<5} {decoder:<12}" + ' | '.join(
+                    f"{cells[g]['Dice']:6.2f} / {cells[g]['neg_fp_area']:6.2f}"
+                    for g in (True, False) if g in cells))
     lines.append(f"SAM: {summary.get('sam_model')}")
     if 'RANDOM' in str(summary.get('sam_model')):
         lines.append('NOTE: the SAM stages used RANDOM weights (tests only; numbers are not '
