@@ -311,7 +311,7 @@ def test_empty_and_constant_cams_give_empty_masks(preset, value):
     fused = rotate_and_fuse_cams(lambda x: torch.full((x.shape[0], 4, 4), value),
                                  torch.rand(1, 3, 8, 8), quarter_turns=settings.quarter_turns,
                                  quantize_uint8=settings.quantize_uint8)
-    _, mask = initial_mask_from_cam(fused, (32, 32), settings)
+    full_cam, mask = initial_mask_from_cam(fused, (32, 32), settings)
     assert not torch.isnan(full_cam).any()
     assert mask.sum() == 0 and mask.shape == (1, 32, 32)
 

@@ -28,7 +28,7 @@ def classifier():
 @pytest.fixture(scope='module')
 def inputs():
     torch.manual_seed(1)
-    return torch.rand(2, 3, 64, 64)
+    return torch.rand(2, 3, 48, 48)
 
 
 def features_of(model, inputs, layer=LAST_BLOCK):
@@ -41,21 +41,22 @@ def test_gradcam_of_the_last_block_is_the_normalised_cam(classifier, inputs):
     # GradCAM's channel weights are w / (h w) and its map is ReLU(w . F) / (h w).
     gradcam = cam_function(classifier, 'gradcam', LAST_BLOCK)(inputs)
     cam = classifier.compute_cam(inputs, cam_layer=LAST_BLOCK)
-    assert gradcam.shape == cam.shape == (2, 4, 4)  # feature resolution, not resized
+    assert gradcam.shape == cam.shape == (2, 3, 3)  # feature resolution, not resized
     assert cam.max() > 0 and (cam == 0).any()  # ReLU cuts: the comparison is not trivial
     torch.testing.assert_close(normalize_cam(gradcam), normalize_cam(cam), atol=1e-4, rtol=0)
 
 
 def test_gradcam_plusplus_weights_by_hand(classifier, inputs):
     # Constant gradients g_c = w_c / (h w) in Eq. 19 (Chattopadhay et al.) give
-    # alpha_c = g^2 / (2 g^2 + S_c g^3) with S_c = sum_ij F_cij, and the channel weight
-    # sum_ij alpha_c ReLU(g_c) = h w g_c / (2 + S_c g_c) for g_c > 0, 0 otherwise.
+    # alpha_c = g^2 / (2 g^2 + S_c g^3 + eps) with S_c = sum_ij F_cij (eps = 1e-6, the
+    # package's guard), and the channel weight sum_ij alpha_c ReLU(g_c) = h w alpha_c g_c for
+    # g_c > 0, 0 otherwise.
     features = features_of(classifier, inputs)
     h, w = features.shape[-2:]
     gradient = classifier.fc.weight[0].detach() / (h * w)
     total = features.sum(dim=(2, 3))  # [B, C]
-    weights = torch.where(gradient > 0, h * w * gradient / (2 + total * gradient),
-                          torch.zeros_like(total))
+    alpha = gradient ** 2 / (2 * gradient ** 2 + total * gradient ** 3 + 1e-6)
+    weights = h * w * alpha * torch.relu(gradient)
     expected = torch.relu(torch.einsum('bchw,bc->bhw', features, weights))
     plusplus = cam_function(classifier, 'gradcam++', LAST_BLOCK)(inputs)
     torch.testing.assert_close(normalize_cam(plusplus), normalize_cam(expected), atol=1e-4,
@@ -95,7 +96,7 @@ def test_cam_function_dispatch_modes_and_errors(classifier, inputs):
         assert classifier.training  # mode restored
     finally:
         classifier.eval()
-    assert maps.shape == (2, 4, 4) and 0.0 <= maps.min() and maps.max() <= 1.0
+    assert maps.shape == (2, 3, 3) and 0.0 <= maps.min() and maps.max() <= 1.0
     assert all(p.grad is None for p in classifier.parameters())  # gradients cleared
     with pytest.raises(ValueError, match='unknown cam method'):
         cam_function(classifier, 'scorecam')
