@@ -15,7 +15,9 @@ Methods (``--methods``): ``cam`` (the paper's), ``gradcam``, ``gradcam++``, ``ei
 - ``no_rotate_fuse``: one view instead of four;
 - ``no_quantile``: a fixed cut of the normalised CAM at 0.5 instead of the quantile;
 - ``no_opening``: no morphological opening;
-- ``none``: none of the three (preset ``none``).
+- ``none``: none of the three (preset ``none``);
+- ``densecrf``: a DenseCRF over the patch image instead of the quantile (needs the optional
+  pydensecrf2; not in the default list).
 
 A work dir holds the config MMEngine dumped there (``--config`` to give another) and the
 checkpoint: ``classifier_done.json``'s (ablation runs), else ``best_*.pth`` (GT-free
@@ -54,7 +56,9 @@ VARIANTS = {
     'no_quantile': dict(quantile=None, fixed_threshold=0.5),
     'no_opening': dict(opening_size=(1, 1)),
     'none': None,
+    'densecrf': dict(quantile=None, crf=dict()),
 }
+DEFAULT_VARIANTS = ['full', 'no_rotate_fuse', 'no_quantile', 'no_opening', 'none']
 COLUMNS = (('dice', 'Dice'), ('iou', 'IoU'), ('fp_area', 'FP area on negatives'),
            ('gated_fp_area', 'FP area, gated'), ('gated_dice', 'Dice, gated'))
 
@@ -66,7 +70,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--config', help='classifier config (default: the one in each work dir)')
     parser.add_argument('--splits', nargs='+', default=['val', 'test'])
     parser.add_argument('--methods', nargs='+', default=list(CAM_METHODS), choices=CAM_METHODS)
-    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument('--variants', nargs='+', default=DEFAULT_VARIANTS,
+                        choices=list(VARIANTS))
     parser.add_argument('--preset', default='camelyon16',
                         choices=sorted(set(CAM_POSTPROCESS_PRESETS) - {'none'}))
     parser.add_argument('--data-root', help='override the data root of the configs')

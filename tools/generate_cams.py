@@ -75,7 +75,13 @@ def main() -> None:
     out_dir = args.out_dir or osp.join(work_dir, 'stage1')
     logger = MMLogger.get_instance('generate_cams')
 
-    overrides = dict(args.postprocess)
+    overrides = {}
+    for key, value in args.postprocess.items():  # 'crf.iterations=5' sets a CRF field
+        field, _, subfield = key.partition('.')
+        if subfield:
+            overrides.setdefault(field, {})[subfield] = value
+        else:
+            overrides[field] = value
     if args.quantile is not None:
         overrides['quantile'] = args.quantile
     if args.opening_size is not None:

@@ -208,6 +208,16 @@ class SplitWriter:
         _write_bytes(self.settings_path, json.dumps(settings, indent=2).encode())
 
 
+def _read_rgb(path: str, size: Sequence[int]) -> np.ndarray:
+    """The patch at ``path`` as uint8 RGB, checked to be ``size`` (height, width)."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f'{path}: missing or unreadable image')
+    if image.shape[:2] != tuple(size):
+        raise ValueError(f'{path}: image is {image.shape[:2]}, the CAM is {tuple(size)}')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def _tumour_scores(model: torch.nn.Module, inputs: torch.Tensor,
                    data_samples: list) -> torch.Tensor:
     """The classifier's tumour probability ``[B]`` (its predict mode, unrotated input)."""
@@ -315,7 +325,11 @@ def generate_split(model: torch.nn.Module,
             img_shape = sample.metainfo.get('img_shape', inputs.shape[-2:])
             cam = _crop_to_image(cam, img_shape, inputs.shape[-2:])
             full_size = tuple(sample.metainfo.get('ori_shape', img_shape)[:2])
-            full_cam, initial_mask = initial_mask_from_cam(cam[None], full_size, postprocess)
+            images_rgb = None
+            if postprocess.crf is not None:  # the CRF's appearance kernel reads the patch
+                images_rgb = [_read_rgb(info['img_path'], full_size)]
+            full_cam, initial_mask = initial_mask_from_cam(cam[None], full_size, postprocess,
+                                                           images_rgb)
             full_cam = full_cam[0].cpu().numpy()
             initial_mask = initial_mask[0].cpu().numpy().astype(np.uint8)
             _write_npy(writer.cam_path(name), full_cam.astype(np.float16))

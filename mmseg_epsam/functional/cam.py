@@ -10,7 +10,8 @@ these steps, each with an explicit resolution and interpolation:
 2. **resize** of the fused CAM to the patch's full resolution (``cam_interpolation``).
 3. **threshold**: among the non-zero activations the bottom ``quantile`` are set to 0 and
    the rest to 1 (by rank, or at numpy's interpolated percentile with a strict ``>``, see
-   :func:`quantile_threshold`; or a fixed cut, for the "no post-processing" baseline);
+   :func:`quantile_threshold`; or a fixed cut, for the "no post-processing" baseline; or a
+   DenseCRF over the patch image, :mod:`mmseg_epsam.functional.crf`);
 4. **morphological opening** with a rectangular kernel.
 
 Steps 3-4 run either at full resolution (Camelyon16 in the reference) or at feature
@@ -22,8 +23,11 @@ import dataclasses
 import math
 from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .crf import DenseCRF, dense_crf_mask
 
 Interpolation = Literal['nearest', 'bilinear', 'bicubic', 'area']
 Resolution = Literal['full', 'feature']
@@ -260,6 +264,9 @@ class CAMPostprocess:
             ``'percentile_strict'`` (keep ``>`` numpy's interpolated percentile).
         fixed_threshold: Instead of the quantile, keep ``cam >= fixed_threshold`` (on the
             normalised CAM); used by the ``none`` preset.
+        crf: Instead of the quantile, the DenseCRF labelling of the full-resolution CAM
+            over the patch image (:class:`~mmseg_epsam.functional.crf.DenseCRF` or a dict of
+            its fields; needs ``resolution='full'`` and the optional pydensecrf2).
         opening_size: ``(kh, kw)`` of the rectangular opening kernel, odd; ``(1, 1)``: none.
         resolution: Where threshold and opening apply: ``'full'`` (patch resolution) or
             ``'feature'`` (the CAM's own resolution, the binary mask then being upsampled).
@@ -275,6 +282,7 @@ class CAMPostprocess:
     quantile: Optional[float] = 0.10
     quantile_rule: QuantileRule = 'rank'
     fixed_threshold: Optional[float] = None
+    crf: Optional[DenseCRF] = None
     opening_size: Tuple[int, int] = (21, 21)
     resolution: Resolution = 'full'
     cam_interpolation: Interpolation = 'bilinear'
@@ -286,10 +294,18 @@ class CAMPostprocess:
     def __post_init__(self) -> None:
         """Validate the settings (and accept a list for ``opening_size``, as configs give)."""
         object.__setattr__(self, 'opening_size', _kernel_size(self.opening_size))
-        if (self.quantile is None) == (self.fixed_threshold is None):
-            raise ValueError(f'set exactly one of quantile and fixed_threshold, got '
+        if isinstance(self.crf, dict):
+            object.__setattr__(self, 'crf', DenseCRF(**self.crf))
+        if self.crf is not None and not isinstance(self.crf, DenseCRF):
+            raise ValueError(f'crf must be None, a dict of DenseCRF fields or a DenseCRF, '
+                             f'got {self.crf!r}')
+        binarisers = [self.quantile, self.fixed_threshold, self.crf]
+        if sum(b is not None for b in binarisers) != 1:
+            raise ValueError(f'set exactly one of quantile, fixed_threshold and crf, got '
                              f'quantile={self.quantile!r}, '
-                             f'fixed_threshold={self.fixed_threshold!r}')
+                             f'fixed_threshold={self.fixed_threshold!r}, crf={self.crf!r}')
+        if self.crf is not None and self.resolution != 'full':
+            raise ValueError("crf works on the patch image: it needs resolution='full'")
         if self.quantile is not None and not 0.0 <= self.quantile <= 1.0:
             raise ValueError(f'quantile must lie in [0, 1], got {self.quantile}')
         if self.fixed_threshold is not None and not 0.0 < self.fixed_threshold <= 1.0:
@@ -348,7 +364,9 @@ def cam_postprocess(preset: str = 'camelyon16', **overrides) -> CAMPostprocess:
 
 
 def initial_mask_from_cam(cam: torch.Tensor, full_size: Tuple[int, int],
-                          postprocess: CAMPostprocess) -> Tuple[torch.Tensor, torch.Tensor]:
+                          postprocess: CAMPostprocess,
+                          images_rgb: Optional[Sequence[np.ndarray]] = None
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Initial masks from fused CAMs (method.md §3), in the order the settings state.
 
     With ``quantize_fused_uint8`` the CAM is first rounded down to uint8 levels. With
@@ -360,6 +378,8 @@ def initial_mask_from_cam(cam: torch.Tensor, full_size: Tuple[int, int],
         cam: Fused CAMs in [0, 1] at feature resolution, ``[B, h, w]``.
         full_size: ``(height, width)`` of the patch.
         postprocess: The settings (see :data:`CAM_POSTPROCESS_PRESETS`).
+        images_rgb: The patches, uint8 ``H x W x 3`` RGB at ``full_size``; needed (only)
+            when ``postprocess.crf`` is set.
 
     Returns:
         ``(full_cam, initial_mask)``: the CAM resized to ``full_size`` (float32) and the
@@ -372,6 +392,12 @@ def initial_mask_from_cam(cam: torch.Tensor, full_size: Tuple[int, int],
     source = full_cam if postprocess.resolution == 'full' else cam.float()
     if postprocess.quantile is not None:
         binary = quantile_threshold(source, postprocess.quantile, postprocess.quantile_rule)
+    elif postprocess.crf is not None:
+        if images_rgb is None or len(images_rgb) != len(full_cam):
+            raise ValueError('crf post-processing needs the RGB image of every patch')
+        binary = torch.stack([
+            torch.from_numpy(dense_crf_mask(image, probability.cpu().numpy(), postprocess.crf))
+            for image, probability in zip(images_rgb, full_cam)]).to(full_cam.device)
     else:
         binary = source >= postprocess.fixed_threshold
     opened = binary_opening(binary, postprocess.opening_size)
