@@ -90,6 +90,9 @@ def cam_function(model: nn.Module, method: str = 'cam',
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     def package_cam(inputs: torch.Tensor) -> torch.Tensor:
+        if method != 'eigencam' and not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(f'cam method {method!r} needs gradients, but every parameter of '
+                             f'{type(model).__name__} has requires_grad=False')
         was_training = model.training
         try:
             with torch.enable_grad(), extractor_class(TumourLogit(model),
