@@ -18,11 +18,11 @@ the table and summary, and the round is generated again. IDS threshold and varia
 part of the fingerprint: the table is always recomputed from the masks.
 """
 import csv
+import glob
 import io
 import json
 import os
 import os.path as osp
-import glob
 from typing import Dict, List, Optional
 
 import cv2
@@ -43,7 +43,7 @@ TABLE_FIELDS = ('name', 'cam_area', 'sam_area', 'ids', 'kept', 'sam_dice_gt',
 
 
 def round_paths(round_dir: str) -> Dict[str, str]:
-    """Where a round's pseudo-labels, IDS table and summary live."""
+    """Where a round's pseudo-labels, IDS table, summary and settings live."""
     return dict(pseudo_label_dir=osp.join(round_dir, 'pseudo_labels'),
                 table_file=osp.join(round_dir, 'ids_table.csv'),
                 summary_file=osp.join(round_dir, 'summary.json'),
@@ -80,9 +80,13 @@ def claim_round_dir(round_dir: str, settings: dict) -> bool:
         return True
     stale = sorted(glob.glob(osp.join(paths['pseudo_label_dir'], '*.png')))
     if stale or osp.isfile(paths['table_file']):
-        reason = ('of unknown origin (no settings.json)' if previous is None else
-                  'made by another decoder or with other settings '
-                  f'({paths["settings_file"]}: {previous} vs now {settings})')
+        if previous is None:
+            reason = 'of unknown origin (no settings.json)'
+        else:
+            changed = sorted(k for k in set(previous) | set(settings)
+                             if previous.get(k) != settings.get(k))
+            reason = (f'made by another decoder or with other settings ({paths["settings_file"]}'
+                      f' differs in {", ".join(changed)})')
         MMLogger.get_current_instance().warning(
             f'{round_dir}: {len(stale)} pseudo-label masks {reason}; deleting them and '
             f'generating the round again')
