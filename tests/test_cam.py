@@ -173,6 +173,55 @@ def test_quantile_threshold_hand_made():
         quantile_threshold(cam, 1.5)
 
 
+def test_quantile_threshold_percentile_strict_rule():
+    # 5 non-zero values [1, 2, 2, 2, 5]: the linear 20th percentile is at rank 0.2 * 4 = 0.8,
+    # 1 + 0.8 * (2 - 1) = 1.8; strict '>' keeps the three 2s and the 5.
+    cam = torch.tensor([[0.0, 1.0, 2.0], [2.0, 2.0, 5.0]])
+    assert quantile_threshold(cam, 0.2, 'percentile_strict').int().tolist() == \
+        [[0, 0, 1], [1, 1, 1]]
+    # at q = 0.4 the percentile lands on a tie (2.0): strict '>' drops every 2, 'rank' keeps them
+    assert quantile_threshold(cam, 0.4, 'percentile_strict').int().tolist() == \
+        [[0, 0, 0], [0, 0, 1]]
+    assert quantile_threshold(cam, 0.4, 'rank').int().tolist() == [[0, 0, 1], [1, 1, 1]]
+    # uint8 levels with many ties: numpy's percentile with '>' on the non-zero values
+    levels = torch.from_numpy(np.random.default_rng(0).integers(0, 12, (3, 9, 9))).float()
+    masks = quantile_threshold(levels, 0.2, 'percentile_strict')
+    for level_map, mask in zip(levels.numpy(), masks.numpy()):
+        threshold = np.percentile(level_map[level_map != 0], 20)
+        np.testing.assert_array_equal(mask, level_map > threshold)
+    assert quantile_threshold(torch.zeros(4, 4), 0.2, 'percentile_strict').sum() == 0
+    with pytest.raises(ValueError, match='rule'):
+        quantile_threshold(cam, 0.2, 'median')
+
+
+def test_reference_mirror_preset_follows_its_description():
+    """docs/cam_presets.md: per-view uint8 CAMs averaged and stored as uint8, the 20th
+    percentile of the non-zero values with '>', a 5x5 opening (OpenCV) at feature
+    resolution, then a bilinear upsampling of the 0/1 mask rounded to uint8."""
+    settings = CAM_POSTPROCESS_PRESETS['reference_mirror']
+    torch.manual_seed(0)
+    rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing='ij')
+    blob = torch.exp(-((rows - 6) ** 2 + (cols - 9) ** 2) / 32)
+    views = torch.relu(blob + 0.1 * torch.randn(4, 16, 16) - 0.2) * torch.rand(4, 1, 1) * 5
+    fused = rotate_and_fuse_cams(lambda x: views, torch.zeros(1, 3, 16, 16),
+                                 quarter_turns=settings.quarter_turns,
+                                 quantize_uint8=settings.quantize_uint8)
+    _, mask = initial_mask_from_cam(fused, (32, 32), settings)
+    # the same steps written out with numpy and OpenCV
+    uint8_views = []
+    for k, view in enumerate(views.numpy().astype(np.float32)):
+        normalised = (view - view.min()) / (view.max() - view.min())
+        uint8_views.append(np.rot90(np.uint8(255 * normalised), -k))
+    fused_uint8 = np.uint8(np.mean(uint8_views, axis=0))
+    binary = (fused_uint8 > np.percentile(fused_uint8[fused_uint8 != 0], 20)).astype(np.uint8)
+    opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    expected = cv2.resize(opened, (32, 32), interpolation=cv2.INTER_LINEAR) != 0
+    assert 0 < expected.sum() < expected.size  # a non-trivial mask
+    np.testing.assert_array_equal(mask[0].numpy(), expected)
+    assert (settings.quantile, settings.opening_size, settings.resolution) == \
+        (0.20, (5, 5), 'feature')
+
+
 def test_binary_opening_hand_made():
     mask = np.zeros((8, 8), np.uint8)
     mask[0:3, 0:3] = 1   # 3x3 block touching the border: kept
@@ -274,6 +323,12 @@ def test_presets_hold_the_reference_values():
     reference = CAM_POSTPROCESS_PRESETS['reference']
     assert reference.quantize_uint8 and reference.cam_interpolation == 'bilinear'
     assert CAM_POSTPROCESS_PRESETS['none'].quarter_turns == (0, )
+    mirror = CAM_POSTPROCESS_PRESETS['reference_mirror']
+    assert (mirror.quantile_rule, mirror.quantize_uint8, mirror.quantize_fused_uint8) == \
+        ('percentile_strict', True, True)
+    assert c16.quantile_rule == 'rank' and not c16.quantize_fused_uint8
+    with pytest.raises(ValueError, match='quantile_rule'):
+        CAMPostprocess(quantile_rule='median')
     assert c16.quarter_turns == (0, 1, 2, 3)
     custom = cam_postprocess('camelyon17', quantile=0.2, opening_size=[3, 3])
     assert (custom.quantile, custom.opening_size, custom.resolution) == (0.2, (3, 3), 'feature')

@@ -9,6 +9,7 @@ classifier gate removes).
 """
 import copy
 import importlib.util
+import json
 import os
 import os.path as osp
 import sys
@@ -330,3 +331,19 @@ def test_real_classifier_plugs_into_generation(tmp_path):
         cam = np.load(osp.join(out_dir, 'cams', 'train', name + '.npy'))
         assert cam.shape == (SIZE, SIZE) and 0.0 <= cam.min() and cam.max() <= 1.0
         assert 0.0 < float(row['cls_score']) < 1.0
+    # another CAM method (paper Table 3) is part of the settings: refused in the same folder
+    pytest.importorskip('pytorch_grad_cam')
+    with pytest.raises(RuntimeError, match='other settings'):
+        generate_cams(model, datasets, out_dir, cam_postprocess('camelyon17'),
+                      method='eigencam')
+    eigen_dir = str(tmp_path / 'stage1_eigencam')
+    generate_cams(model, datasets, eigen_dir, cam_postprocess('camelyon17'), method='eigencam',
+                  batch_size=2, evaluate=False)
+    settings = json.load(open(osp.join(eigen_dir, 'settings_train.json')))
+    assert settings['method'] == 'eigencam'
+    name = next(iter(rows))
+    eigen = np.load(osp.join(eigen_dir, 'cams', 'train', name + '.npy'))
+    assert eigen.shape == (SIZE, SIZE) and not np.array_equal(
+        eigen, np.load(osp.join(out_dir, 'cams', 'train', name + '.npy')))
+    with pytest.raises(ValueError, match='unknown CAM method'):
+        generate_cams(model, datasets, eigen_dir, cam_postprocess('camelyon17'), method='cam2')

@@ -27,8 +27,15 @@ def test_output_stride_16_and_layer4_dilation(backbone):
     assert out.shape == (2, 2048, 4, 6)
     assert cam_features.shape == (2, 2048, 4, 6)
     assert layer3.shape == (2, 1024, 4, 6)
-    assert backbone.layer4[0].conv2.stride == (1, 1) and backbone.layer4[0].conv2.dilation == (1, 1)
-    assert all(block.conv2.dilation == (2, 2) for block in backbone.layer4[1:])
+    # default = the reference: layer4 has stride 1 and no dilation
+    assert all(block.conv2.stride == (1, 1) and block.conv2.dilation == (1, 1)
+               and block.conv2.padding == (1, 1) for block in backbone.layer4)
+    dilated = build(dilate_layer4=True).eval()
+    assert dilated.layer4[0].conv2.stride == (1, 1) and dilated.layer4[0].conv2.dilation == (1, 1)
+    assert all(block.conv2.dilation == (2, 2) and block.conv2.padding == (2, 2)
+               for block in dilated.layer4[1:])
+    with torch.no_grad():
+        assert dilated(inputs).shape == (2, 2048, 4, 6)
     assert backbone.block_out_channels('layer4.0') == 2048
     assert backbone.block_names[0] == 'layer1.0' and backbone.block_names[-1] == 'layer4.2'
 
@@ -112,7 +119,24 @@ def test_attention_dropout_module_uses_one_draw_per_forward():
     torch.testing.assert_close(adl.eval()(features), features)
 
 
-@pytest.mark.parametrize('layout', ['torchvision', 'mmpretrain'])
+def test_random_init_options():
+    """Xavier-uniform (the reference) vs Kaiming-normal (torchvision) convolutions."""
+    xavier, kaiming = build(), build(conv_init='kaiming_normal')
+    weight = xavier.layer1[0].conv2.weight  # 64 -> 64, 3x3: fan_in = fan_out = 576
+    bound = (6 / (576 + 576)) ** 0.5
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.99 * bound
+    assert abs(weight.std().item() - bound / 3 ** 0.5) < 0.03 * bound  # uniform's std
+    weight = kaiming.layer1[0].conv2.weight
+    assert abs(weight.std().item() - (2 / 576) ** 0.5) < 0.03 * (2 / 576) ** 0.5
+    assert weight.abs().max() > bound  # a normal law's tail, beyond Xavier's bound
+    for model in (xavier, kaiming):
+        torch.testing.assert_close(model.layer2[0].bn1.weight, torch.ones(128))
+        torch.testing.assert_close(model.layer2[0].bn1.bias, torch.zeros(128))
+    with pytest.raises(ValueError, match='conv_init'):
+        build(conv_init='orthogonal')
+
+
+@pytest.mark.parametrize('layout', ['torchvision', 'mmpretrain', 'data_parallel'])
 def test_imagenet_state_dict_loads_with_mean_rgb_rule(tmp_path, layout):
     from torchvision.models import resnet50
     torch.manual_seed(3)
@@ -120,6 +144,10 @@ def test_imagenet_state_dict_loads_with_mean_rgb_rule(tmp_path, layout):
     if layout == 'torchvision':
         # old torchvision files lack num_batches_tracked
         saved = {k: v for k, v in imagenet.items() if not k.endswith('num_batches_tracked')}
+    elif layout == 'data_parallel':
+        # a pathology self-supervised ResNet-50 saved from DataParallel, without its fc
+        saved = dict(state_dict={'module.' + k: v for k, v in imagenet.items()
+                                 if not k.startswith('fc.')})
     else:
         saved = dict(meta=dict(arch='resnet50'), state_dict={
             **{'backbone.' + k: v for k, v in imagenet.items() if not k.startswith('fc.')},

@@ -205,9 +205,76 @@ def test_classifier_transforms():
     assert np.abs(hue_change - (256 - 25)).max() <= 3
 
 
+def test_head_init_options():
+    reference = build_classifier()  # N(0, 0.01^2) weights, zero bias
+    assert abs(reference.fc.weight.std().item() - 0.01) < 0.001
+    assert reference.fc.bias.item() == 0.0
+    default = build_classifier(head_init_std=None)  # PyTorch's U(-1/sqrt(C), 1/sqrt(C))
+    bound = 1 / 2048 ** 0.5
+    assert default.fc.weight.abs().max() <= bound
+    assert abs(default.fc.weight.std().item() - bound / 3 ** 0.5) < 0.05 * bound
+    assert default.fc.bias.item() != 0.0
+    with pytest.raises(ValueError, match='head_init_std'):
+        build_classifier(head_init_std=0.0)
+
+
+REFERENCE_MODEL = dict(dilate_layer4=False, conv_init='xavier_uniform', pretrained=None)
+DEMO_MODEL = dict(dilate_layer4=True, conv_init='kaiming_normal', pretrained=None)
+
+
+def augmentations(cfg):
+    return [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
+
+
+def test_presets_state_reference_values_and_the_demo_keeps_its_own():
+    for name in ('classifier_camelyon16', 'classifier_camelyon17', 'classifier_reference'):
+        cfg = Config.fromfile(osp.join(CONFIG_DIR, f'{name}.py'))
+        assert {k: cfg.model.backbone[k] for k in REFERENCE_MODEL} == REFERENCE_MODEL, name
+        assert cfg.model.head_init_std == 0.01
+        assert 'RandomRotate' in augmentations(cfg) and 'RandomRot90' not in augmentations(cfg)
+        rotate = [t for t in cfg.train_dataloader.dataset.pipeline
+                  if t['type'] == 'RandomRotate'][0]
+        assert (rotate['prob'], rotate['degree']) == (1.0, 180)  # any angle in [-180, 180]
+        jitter = [t for t in cfg.train_dataloader.dataset.pipeline
+                  if t['type'] == 'HistoColorJitter'][0]
+        assert [jitter[k] for k in ('brightness', 'contrast', 'saturation', 'hue')] == [0.2] * 4
+        assert cfg.param_scheduler == [dict(type='StepLR', step_size=10, gamma=0.9,
+                                            by_epoch=True)]
+        assert cfg.randomness.seed == 0
+    for name in ('classifier_demo', 'classifier_demo_full'):  # the README's figures
+        cfg = Config.fromfile(osp.join(CONFIG_DIR, f'{name}.py'))
+        assert {k: cfg.model.backbone[k] for k in DEMO_MODEL} == DEMO_MODEL, name
+        assert cfg.model.head_init_std is None
+        assert 'RandomRot90' in augmentations(cfg) and 'RandomRotate' not in augmentations(cfg)
+        jitter = [t for t in cfg.train_dataloader.dataset.pipeline
+                  if t['type'] == 'HistoColorJitter'][0]
+        assert jitter['hue'] == 0.0 and cfg.param_scheduler == []
+        assert cfg.randomness.seed == 0
+
+
+def test_reference_augmentation_rotates_by_any_angle():
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, 'classifier_reference.py'))
+    steps = [TRANSFORMS.build(t) for t in cfg.train_dataloader.dataset.pipeline
+             if t['type'] not in ('LoadImageFromFile', 'PackSegInputs')]
+    img = np.full((32, 32, 3), 200, np.uint8)
+    rotate = [step for step in steps if type(step).__name__ == 'RandomRotate'][0]
+    corners = []
+    for seed in range(8):
+        np.random.seed(seed)
+        results = dict(img=img.copy(), img_shape=(32, 32), seg_fields=[])
+        for step in steps:  # the whole augmentation runs on an image as loaded
+            results = step(results)
+        assert results['img'].shape == img.shape and results['img'].dtype == np.uint8
+        corners.append(int(rotate(dict(img=img.copy(), seg_fields=[]))['img'][0, 0].max()))
+    # a rotation by an arbitrary angle leaves black (pad_val 0) corners; only angles within
+    # a few degrees of a multiple of 90 keep the corner pixel partly covered
+    assert sum(corner == 0 for corner in corners) >= 6
+
+
 def test_configs_share_the_model_and_paper_schedule():
     for name, paper_schedule in (('classifier_demo', False), ('classifier_camelyon16', True),
-                                 ('classifier_camelyon17', True)):
+                                 ('classifier_camelyon17', True),
+                                 ('classifier_reference', True)):
         cfg = Config.fromfile(osp.join(CONFIG_DIR, f'{name}.py'))
         assert cfg.model.type == 'EPSAMPatchClassifier'
         assert tuple(cfg.model.backbone.adl_positions) == ('layer3.0', 'layer4.0', 'layer4.2')
@@ -243,3 +310,24 @@ def test_demo_config_trains_and_validates_through_the_runner(tmp_path):
     assert metrics['img_label/num_pos'] == 2 and metrics['img_label/num_neg'] == 2
     assert 0.0 <= metrics['img_label/auc'] <= 1.0
     assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
+
+
+def test_pretrained_init_from_the_command_line(tmp_path):
+    """--cfg-options model.backbone.pretrained=FILE: ImageNet-style weights, random head."""
+    from torchvision.models import resnet50
+    torch.manual_seed(5)
+    imagenet = resnet50().state_dict()  # generated weights in the torchvision layout
+    path = tmp_path / 'resnet50.pth'
+    torch.save(imagenet, path)
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, 'classifier_reference.py'))
+    cfg.merge_from_dict({'model.backbone.pretrained': str(path)})
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()  # what the runner calls before training
+    torch.testing.assert_close(model.backbone.conv1.weight[:, :3], imagenet['conv1.weight'])
+    torch.testing.assert_close(model.backbone.layer3[4].conv2.weight,
+                               imagenet['layer3.4.conv2.weight'])
+    torch.testing.assert_close(model.backbone.layer4[0].bn3.running_mean,
+                               imagenet['layer4.0.bn3.running_mean'])
+    # the 1000-class ImageNet head is dropped; the tumour head keeps its N(0, 0.01^2) init
+    assert abs(model.fc.weight.std().item() - 0.01) < 0.001 and model.fc.bias.item() == 0.0

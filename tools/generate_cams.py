@@ -1,12 +1,16 @@
 """Generate EP-SAM's stage-1 outputs from a trained patch classifier.
 
     python tools/generate_cams.py CONFIG CHECKPOINT [--splits train val test]
-        [--out-dir DIR] [--preset camelyon16] [--views-per-forward 4] [--show]
+        [--out-dir DIR] [--preset camelyon16] [--method cam] [--views-per-forward 4] [--show]
+        [--postprocess rotate_fuse=False opening_size="(1,1)" ...]
         [--cfg-options KEY=VALUE ...]
 
 For each patch of each split (train: positive patches; val/test: all, scored against GT) it
 writes the fused CAM (float16 .npy), the initial mask (PNG 0/1) and a manifest row, resuming
-where an earlier run stopped; see :mod:`mmseg_epsam.engine.cam_generation`.
+where an earlier run stopped; see :mod:`mmseg_epsam.engine.cam_generation`. ``--method``
+picks the paper's CAM or GradCAM / GradCAM++ / EigenCAM (paper Table 3); ``--postprocess``
+overrides any field of the preset (e.g. ``rotate_fuse=False``, ``quantile=None
+fixed_threshold=0.5``, ``opening_size="(1,1)"``: each post-processing step on or off).
 """
 import argparse
 import os.path as osp
@@ -22,6 +26,7 @@ from mmseg_epsam.engine.cam_generation import (DEFAULT_GATE_THRESHOLD, generate_
                                                generation_dataset_cfg,
                                                load_classifier_checkpoint)
 from mmseg_epsam.functional.cam import CAM_POSTPROCESS_PRESETS, cam_postprocess
+from mmseg_epsam.models.classifiers import CAM_METHODS
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,6 +40,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out-dir', help='output root (default: <work_dir>/stage1)')
     parser.add_argument('--preset', default='camelyon16', choices=sorted(CAM_POSTPROCESS_PRESETS),
                         help='CAM post-processing preset')
+    parser.add_argument('--method', default='cam', choices=CAM_METHODS,
+                        help="CAM method: 'cam' (the paper's) or the grad-cam package's")
+    parser.add_argument('--postprocess', nargs='+', action=DictAction, default={},
+                        help='override preset fields, KEY=VALUE (docs/cam_presets.md)')
     parser.add_argument('--quantile', type=float, help='override the preset quantile')
     parser.add_argument('--opening-size', type=int, nargs=2, metavar=('KH', 'KW'),
                         help='override the preset opening kernel (odd sides)')
@@ -67,6 +76,12 @@ def main() -> None:
     logger = MMLogger.get_instance('generate_cams')
 
     overrides = {}
+    for key, value in args.postprocess.items():  # 'crf.iterations=5' sets a CRF field
+        field, _, subfield = key.partition('.')
+        if subfield:
+            overrides.setdefault(field, {})[subfield] = value
+        else:
+            overrides[field] = value
     if args.quantile is not None:
         overrides['quantile'] = args.quantile
     if args.opening_size is not None:
@@ -83,7 +98,7 @@ def main() -> None:
 
     datasets = {split: DATASETS.build(generation_dataset_cfg(cfg, split))
                 for split in args.splits}
-    summaries = generate_cams(model, datasets, out_dir, postprocess,
+    summaries = generate_cams(model, datasets, out_dir, postprocess, method=args.method,
                               views_per_forward=args.views_per_forward,
                               batch_size=args.batch_size, num_workers=args.num_workers,
                               show=args.show, evaluate=not args.no_eval,

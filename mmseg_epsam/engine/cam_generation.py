@@ -10,8 +10,11 @@ under ``out_dir`` (the stage-1 layout, docs/method.md §10)::
     manifest_<split>.csv               name,label,cls_score,cam_area,mask_area
     vis/<split>/<name>.png             image | CAM heat map | initial mask | GT (on request)
     eval_<split>.json                  initial masks against GT (where GT exists)
-    settings_<split>.json              the post-processing settings and model fingerprint
+    settings_<split>.json              the CAM method, post-processing settings and model
+                                       fingerprint
 
+The CAM is the paper's (``method='cam'``) or GradCAM / GradCAM++ / EigenCAM of the same
+classifier (:func:`mmseg_epsam.models.classifiers.cam_function`, paper Table 3).
 ``cls_score`` is the classifier's tumour probability on the unrotated patch; ``cam_area`` is
 the mean of the fused CAM over the patch (its soft area, a fraction in [0, 1]);
 ``mask_area`` is the fraction of patch pixels in the initial mask.
@@ -24,7 +27,6 @@ pictures are asked for) exist. Outputs made by another model or other settings a
 """
 import copy
 import csv
-import hashlib
 import io
 import json
 import os
@@ -44,9 +46,11 @@ from torch.utils.data import DataLoader, Subset
 from mmseg_epsam.functional.cam import (CAMPostprocess, initial_mask_from_cam,
                                         rotate_and_fuse_cams)
 from mmseg_epsam.functional.metrics import false_positive_fraction, patch_dice_iou
+from mmseg_epsam.models.classifiers.cam_methods import CAM_METHODS, cam_function
 from mmseg_epsam.utils import atomic_write
 from mmseg_epsam.utils.checkpoint import load_from_trusted_local
 from mmseg_epsam.utils.pictures import render_panels
+from .fingerprint import model_fingerprint
 
 MANIFEST_FIELDS = ('name', 'label', 'cls_score', 'cam_area', 'mask_area')
 DEFAULT_GATE_THRESHOLD = 0.5
@@ -107,15 +111,6 @@ def generation_dataset_cfg(cfg: Config, split: str) -> dict:
     if dataset.get('masks') == 'required':
         dataset['masks'] = 'optional'
     return dataset
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-1 of the model's state dict (names and bytes): which weights made the outputs."""
-    digest = hashlib.sha1()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -213,6 +208,16 @@ class SplitWriter:
         _write_bytes(self.settings_path, json.dumps(settings, indent=2).encode())
 
 
+def _read_rgb(path: str, size: Sequence[int]) -> np.ndarray:
+    """The patch at ``path`` as uint8 RGB, checked to be ``size`` (height, width)."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f'{path}: missing or unreadable image')
+    if image.shape[:2] != tuple(size):
+        raise ValueError(f'{path}: image is {image.shape[:2]}, the CAM is {tuple(size)}')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def _tumour_scores(model: torch.nn.Module, inputs: torch.Tensor,
                    data_samples: list) -> torch.Tensor:
     """The classifier's tumour probability ``[B]`` (its predict mode, unrotated input)."""
@@ -230,12 +235,13 @@ def _crop_to_image(cam: torch.Tensor, img_shape: Sequence[int],
     return cam[:rows, :cols]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the gradient CAM methods enable gradients inside
 def generate_split(model: torch.nn.Module,
                    dataset,
                    out_dir: str,
                    split: str,
                    postprocess: CAMPostprocess,
+                   method: str = 'cam',
                    views_per_forward: int = 4,
                    batch_size: int = 4,
                    num_workers: int = 0,
@@ -256,6 +262,8 @@ def generate_split(model: torch.nn.Module,
         out_dir: Root of the stage-1 outputs.
         split: Split name used in the output paths.
         postprocess: CAM settings (:func:`mmseg_epsam.functional.cam.cam_postprocess`).
+        method: The CAM method, one of :data:`CAM_METHODS` (``'cam'``: the paper's CAM;
+            ``'gradcam'``, ``'gradcam++'``, ``'eigencam'``: the grad-cam package's).
         views_per_forward: Rotated views per forward pass (1, 2 or 4).
         batch_size: Patches per batch.
         num_workers: Data-loading worker processes.
@@ -271,12 +279,14 @@ def generate_split(model: torch.nn.Module,
         The evaluation summary (None when ``evaluate`` is False).
     """
     logger = MMLogger.get_current_instance()
+    if method not in CAM_METHODS:
+        raise ValueError(f'unknown CAM method {method!r}; choose one of {CAM_METHODS}')
     if labels is None:
         labels = (1, ) if split in POSITIVES_ONLY_SPLITS else (0, 1)
     writer = SplitWriter(out_dir, split, show)
     if overwrite:  # forget earlier outputs before the new settings claim the folder
         _write_manifest(writer.manifest_path, [])
-    settings = json.loads(json.dumps(dict(postprocess=postprocess.to_dict(),
+    settings = json.loads(json.dumps(dict(method=method, postprocess=postprocess.to_dict(),
                                           model=fingerprint or model_fingerprint(model))))
     writer.check_settings(settings, overwrite)
 
@@ -295,9 +305,10 @@ def generate_split(model: torch.nn.Module,
     todo = [(index, info) for index, info in entries if info['patch_name'] not in rows]
     logger.info(f'CAM generation, split {split!r}: {len(entries)} patches with labels '
                 f'{tuple(labels)}, {len(rows)} already complete, {len(todo)} to do '
-                f'(views_per_forward={views_per_forward}, {postprocess})')
+                f'(method={method}, views_per_forward={views_per_forward}, {postprocess})')
 
     model.eval()
+    compute_cam = cam_function(model, method)
     loader = DataLoader(Subset(dataset, [index for index, _ in todo]), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, collate_fn=pseudo_collate)
     progress = ProgressBar(len(todo)) if todo else None
@@ -306,7 +317,7 @@ def generate_split(model: torch.nn.Module,
         batch_entries = todo[batch_number * batch_size:(batch_number + 1) * batch_size]
         data = model.data_preprocessor(data_batch, False)
         inputs, data_samples = data['inputs'], data['data_samples']
-        cams = rotate_and_fuse_cams(model.compute_cam, inputs, views_per_forward,
+        cams = rotate_and_fuse_cams(compute_cam, inputs, views_per_forward,
                                     postprocess.quarter_turns, postprocess.quantize_uint8)
         scores = _tumour_scores(model, inputs, data_samples).tolist()
         for (_, info), cam, score, sample in zip(batch_entries, cams, scores, data_samples):
@@ -314,7 +325,11 @@ def generate_split(model: torch.nn.Module,
             img_shape = sample.metainfo.get('img_shape', inputs.shape[-2:])
             cam = _crop_to_image(cam, img_shape, inputs.shape[-2:])
             full_size = tuple(sample.metainfo.get('ori_shape', img_shape)[:2])
-            full_cam, initial_mask = initial_mask_from_cam(cam[None], full_size, postprocess)
+            images_rgb = None
+            if postprocess.crf is not None:  # the CRF's appearance kernel reads the patch
+                images_rgb = [_read_rgb(info['img_path'], full_size)]
+            full_cam, initial_mask = initial_mask_from_cam(cam[None], full_size, postprocess,
+                                                           images_rgb)
             full_cam = full_cam[0].cpu().numpy()
             initial_mask = initial_mask[0].cpu().numpy().astype(np.uint8)
             _write_npy(writer.cam_path(name), full_cam.astype(np.float16))
@@ -344,7 +359,7 @@ def generate_split(model: torch.nn.Module,
     if not evaluate:
         return None
     summary = evaluate_initial_masks(writer, entries, rows, gate_threshold)
-    summary.update(split=split, postprocess=postprocess.to_dict())
+    summary.update(split=split, method=method, postprocess=postprocess.to_dict())
     _write_bytes(writer.eval_path, json.dumps(summary, indent=2).encode())
     logger.info(f'Initial masks of split {split!r} against GT: {summary["ungated"]} '
                 f'(gated at p>={gate_threshold}: {summary["gated"]}); '
@@ -410,8 +425,8 @@ def generate_cams(model: torch.nn.Module,
                   **kwargs) -> Dict[str, Optional[dict]]:
     """Run :func:`generate_split` for each ``{split: dataset}``; the summaries by split.
 
-    ``kwargs`` go to :func:`generate_split` (``views_per_forward``, ``batch_size``,
-    ``show``, ``evaluate``, ``overwrite``, ...).
+    ``kwargs`` go to :func:`generate_split` (``method``, ``views_per_forward``,
+    ``batch_size``, ``show``, ``evaluate``, ``overwrite``, ...).
     """
     fingerprint = model_fingerprint(model)
     os.makedirs(out_dir, exist_ok=True)

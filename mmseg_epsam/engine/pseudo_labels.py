@@ -7,11 +7,18 @@ masks become pseudo-labels. Written under ``round_dir``::
     pseudo_labels/<name>.png   the SAM mask (0/1) of every positive patch, kept or not
     ids_table.csv              name,cam_area,sam_area,ids,kept,sam_dice_gt,initial_dice_gt
     summary.json               counts and, where training masks exist, Dice against them
+    settings.json              what made the masks: the decoder's weights (SHA-1 of its
+                               state dict), its test settings and the caller's provenance
 
 ``IDSPseudoLabelDataset`` reads ``pseudo_labels/`` with ``ids_table.csv``. A stopped run
-resumes: masks already on disk are read back instead of predicted again.
+resumes: masks already on disk are read back instead of predicted again, but only when
+``settings.json`` says the same decoder and settings made them. Masks of another decoder
+(e.g. ``decoder_rk`` retrained), of other settings or of unknown origin are deleted with
+the table and summary, and the round is generated again. IDS threshold and variant are not
+part of the fingerprint: the table is always recomputed from the masks.
 """
 import csv
+import glob
 import io
 import json
 import os
@@ -29,16 +36,69 @@ from ..datasets.transforms.load_cam import load_initial_mask
 from ..functional.ids import ids_select
 from ..functional.metrics import patch_dice_iou
 from ..utils import atomic_write
+from .fingerprint import model_fingerprint
 
 TABLE_FIELDS = ('name', 'cam_area', 'sam_area', 'ids', 'kept', 'sam_dice_gt',
                 'initial_dice_gt')
 
 
 def round_paths(round_dir: str) -> Dict[str, str]:
-    """Where a round's pseudo-labels, IDS table and summary live."""
+    """Where a round's pseudo-labels, IDS table, summary and settings live."""
     return dict(pseudo_label_dir=osp.join(round_dir, 'pseudo_labels'),
                 table_file=osp.join(round_dir, 'ids_table.csv'),
-                summary_file=osp.join(round_dir, 'summary.json'))
+                summary_file=osp.join(round_dir, 'summary.json'),
+                settings_file=osp.join(round_dir, 'settings.json'))
+
+
+def pseudo_label_settings(model: torch.nn.Module, provenance: Optional[dict] = None) -> dict:
+    """The fingerprint of a round's masks: decoder weights, test settings, provenance.
+
+    ``model.test_cfg`` enters without ``classifier_gate`` (generation never gates: every
+    patch is a known positive). ``provenance`` is anything else the caller knows to shape
+    the masks (e.g. the model and dataset configs); it is normalised through JSON.
+    """
+    test_cfg = {k: v for k, v in dict(getattr(model, 'test_cfg', None) or {}).items()
+                if k != 'classifier_gate'}
+    settings = dict(decoder=model_fingerprint(model), test_cfg=test_cfg,
+                    provenance=provenance or {})
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def claim_round_dir(round_dir: str, settings: dict) -> bool:
+    """Make ``round_dir`` hold only outputs of ``settings``; True when earlier ones were kept.
+
+    Outputs whose ``settings.json`` differs, or that have none (unknown origin), are deleted
+    (masks first, then table and summary) before the new settings are written, so a stop
+    in between never leaves masks labelled with settings that did not make them.
+    """
+    paths = round_paths(round_dir)
+    previous = None
+    if osp.isfile(paths['settings_file']):
+        with open(paths['settings_file'], encoding='utf-8') as f:
+            previous = json.load(f)
+    if previous == settings:
+        return True
+    stale = sorted(glob.glob(osp.join(paths['pseudo_label_dir'], '*.png')))
+    if stale or osp.isfile(paths['table_file']):
+        if previous is None:
+            reason = 'of unknown origin (no settings.json)'
+        else:
+            changed = sorted(k for k in set(previous) | set(settings)
+                             if previous.get(k) != settings.get(k))
+            reason = (f'made by another decoder or with other settings ({paths["settings_file"]}'
+                      f' differs in {", ".join(changed)})')
+        MMLogger.get_current_instance().warning(
+            f'{round_dir}: {len(stale)} pseudo-label masks {reason}; deleting them and '
+            f'generating the round again')
+        for path in stale:
+            os.remove(path)
+        for key in ('table_file', 'summary_file'):
+            if osp.isfile(paths[key]):
+                os.remove(paths[key])
+    os.makedirs(round_dir, exist_ok=True)
+    with atomic_write(paths['settings_file'], suffix='.json') as tmp, open(tmp, 'w') as f:
+        json.dump(settings, f, indent=2, sort_keys=True)
+    return False
 
 
 def _read_mask(path: str) -> Optional[np.ndarray]:
@@ -62,7 +122,8 @@ def generate_pseudo_labels(model: torch.nn.Module,
                            round_dir: str,
                            ids_threshold: float = 0.9,
                            ids_variant: str = 'paper',
-                           batch_size: int = 1) -> dict:
+                           batch_size: int = 1,
+                           provenance: Optional[dict] = None) -> dict:
     """Predict, score by IDS and write one round's pseudo-labels; return its summary.
 
     Args:
@@ -74,6 +135,8 @@ def generate_pseudo_labels(model: torch.nn.Module,
         ids_threshold: keep a SAM mask when IDS > ``ids_threshold`` (paper: 0.9).
         ids_variant: ``'paper'`` or ``'reference'`` (see ``functional.ids``).
         batch_size: patches per forward.
+        provenance: what else shapes the masks, for the fingerprint
+            (:func:`pseudo_label_settings`), e.g. the model and dataset configs.
 
     Returns:
         ``dict(positives, kept, kept_fraction, sam_dice_gt, kept_dice_gt, initial_dice_gt,
@@ -81,8 +144,10 @@ def generate_pseudo_labels(model: torch.nn.Module,
         [0, 1]) are None when no training mask exists.
     """
     paths = round_paths(round_dir)
-    os.makedirs(paths['pseudo_label_dir'], exist_ok=True)
     logger = MMLogger.get_current_instance()
+    if claim_round_dir(round_dir, pseudo_label_settings(model, provenance)):
+        logger.info(f'{round_dir}: resuming; masks on disk come from this decoder')
+    os.makedirs(paths['pseudo_label_dir'], exist_ok=True)
     was_training = model.training
     model.eval()
     # Every patch here is a known positive: the classifier gate is for unlabelled patches.

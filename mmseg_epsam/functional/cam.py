@@ -9,7 +9,9 @@ these steps, each with an explicit resolution and interpolation:
    views share one forward pass; the result does not depend on it.
 2. **resize** of the fused CAM to the patch's full resolution (``cam_interpolation``).
 3. **threshold**: among the non-zero activations the bottom ``quantile`` are set to 0 and
-   the rest to 1 (or a fixed cut, for the "no post-processing" baseline);
+   the rest to 1 (by rank, or at numpy's interpolated percentile with a strict ``>``, see
+   :func:`quantile_threshold`; or a fixed cut, for the "no post-processing" baseline; or a
+   DenseCRF over the patch image, :mod:`mmseg_epsam.functional.crf`);
 4. **morphological opening** with a rectangular kernel.
 
 Steps 3-4 run either at full resolution (Camelyon16 in the reference) or at feature
@@ -21,13 +23,18 @@ import dataclasses
 import math
 from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .crf import DenseCRF, dense_crf_mask
+
 Interpolation = Literal['nearest', 'bilinear', 'bicubic', 'area']
 Resolution = Literal['full', 'feature']
+QuantileRule = Literal['rank', 'percentile_strict']
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'area')
 RESOLUTIONS = ('full', 'feature')
+QUANTILE_RULES = ('rank', 'percentile_strict')
 QUARTER_TURNS = (0, 1, 2, 3)
 
 
@@ -49,13 +56,15 @@ def normalize_cam(cam: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, scaled, torch.zeros_like(scaled)).reshape(out.shape)
 
 
-def quantize_uint8_levels(cam: torch.Tensor) -> torch.Tensor:
-    """Round maps in [0, 1] down to the 256 uint8 levels: ``floor(255 x) / 255``.
+def quantize_uint8_levels(cam: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
+    """Round maps in [0, 1] down to the 256 uint8 levels: ``floor(255 x + tolerance) / 255``.
 
     This is what storing a normalised CAM as ``uint8(255 x)`` and reading it back gives
-    (the reference code does so for each view before fusing).
+    (the reference code does so for each view before fusing). ``tolerance`` absorbs float
+    error when ``255 x`` is known to be a fraction with a small denominator (the mean of
+    four uint8 levels is a multiple of 1/4: a tolerance of 1e-3 floors it exactly).
     """
-    return torch.floor(cam * 255.0) / 255.0
+    return torch.floor(cam * 255.0 + tolerance) / 255.0
 
 
 def _view_groups(quarter_turns: Sequence[int], views_per_forward: int,
@@ -155,19 +164,28 @@ def resize_maps(maps: torch.Tensor, size: Tuple[int, int],
     return resized.reshape(*lead, *size)
 
 
-def quantile_threshold(cam: torch.Tensor, quantile: float) -> torch.Tensor:
+def quantile_threshold(cam: torch.Tensor, quantile: float,
+                       rule: QuantileRule = 'rank') -> torch.Tensor:
     """Binarise each map of ``cam [..., H, W]``: bottom ``quantile`` of non-zero values -> 0.
 
-    For a map with ``n`` non-zero values sorted ascending ``v_0 <= ... <= v_{n-1}``, let
-    ``k = floor(quantile * n)``; the threshold is ``t = v_k`` and the mask is ``cam >= t``
-    (so exactly ``k`` pixels drop when the values are distinct; ties with ``t`` stay). Zeros
-    stay 0; a map with no non-zero value, or ``k == n``, gives an empty mask.
+    ``rule='rank'``: for a map with ``n`` non-zero values sorted ascending
+    ``v_0 <= ... <= v_{n-1}``, let ``k = floor(quantile * n)``; the threshold is ``t = v_k``
+    and the mask is ``cam >= t`` (so exactly ``k`` pixels drop when the values are distinct;
+    ties with ``t`` stay); ``k == n`` gives an empty mask.
+
+    ``rule='percentile_strict'``: ``t`` is the linearly interpolated quantile of the non-zero
+    values (``numpy.percentile``'s default) and the mask is ``cam > t``, so every value tied
+    with ``t`` drops (this matters for uint8-quantised CAMs, see docs/cam_presets.md).
+
+    Zeros stay 0 and a map with no non-zero value gives an empty mask under either rule.
 
     Returns:
         A bool tensor shaped like ``cam``.
     """
     if not 0.0 <= quantile <= 1.0:
         raise ValueError(f'quantile must lie in [0, 1], got {quantile}')
+    if rule not in QUANTILE_RULES:
+        raise ValueError(f'quantile rule must be one of {QUANTILE_RULES}, got {rule!r}')
     if cam.dim() < 2:
         raise ValueError(f'cam must be [..., H, W], got shape {tuple(cam.shape)}')
     flat = cam.reshape(-1, *cam.shape[-2:])
@@ -175,6 +193,12 @@ def quantile_threshold(cam: torch.Tensor, quantile: float) -> torch.Tensor:
     for i, single in enumerate(flat):
         values = single[single > 0]
         n = values.numel()
+        if n == 0:
+            continue
+        if rule == 'percentile_strict':
+            threshold = torch.quantile(values.double(), quantile, interpolation='linear')
+            masks[i] = single.double() > threshold
+            continue
         k = math.floor(quantile * n + 1e-9)
         if k < n:
             threshold = torch.kthvalue(values, k + 1).values
@@ -236,8 +260,13 @@ class CAMPostprocess:
     Attributes:
         quantile: Quantile threshold q: among non-zero activations the bottom q become 0,
             the rest 1 (:func:`quantile_threshold`). ``None`` when ``fixed_threshold`` is used.
+        quantile_rule: ``'rank'`` (keep ``>=`` the value of rank ``floor(q n)``) or
+            ``'percentile_strict'`` (keep ``>`` numpy's interpolated percentile).
         fixed_threshold: Instead of the quantile, keep ``cam >= fixed_threshold`` (on the
             normalised CAM); used by the ``none`` preset.
+        crf: Instead of the quantile, the DenseCRF labelling of the full-resolution CAM
+            over the patch image (:class:`~mmseg_epsam.functional.crf.DenseCRF` or a dict of
+            its fields; needs ``resolution='full'`` and the optional pydensecrf2).
         opening_size: ``(kh, kw)`` of the rectangular opening kernel, odd; ``(1, 1)``: none.
         resolution: Where threshold and opening apply: ``'full'`` (patch resolution) or
             ``'feature'`` (the CAM's own resolution, the binary mask then being upsampled).
@@ -246,28 +275,44 @@ class CAMPostprocess:
             resized as float with this interpolation and kept where ``>= 0.5``.
         rotate_fuse: Fuse the 4 rotated views (paper Eq. 3); ``False``: the single view.
         quantize_uint8: Quantise each normalised view to uint8 levels before fusing.
+        quantize_fused_uint8: Also round the fused mean down to uint8 levels (storing the
+            mean of the uint8 views as uint8, as one public mirror of the reference does).
     """
 
     quantile: Optional[float] = 0.10
+    quantile_rule: QuantileRule = 'rank'
     fixed_threshold: Optional[float] = None
+    crf: Optional[DenseCRF] = None
     opening_size: Tuple[int, int] = (21, 21)
     resolution: Resolution = 'full'
     cam_interpolation: Interpolation = 'bilinear'
     mask_interpolation: Interpolation = 'bilinear'
     rotate_fuse: bool = True
     quantize_uint8: bool = False
+    quantize_fused_uint8: bool = False
 
     def __post_init__(self) -> None:
         """Validate the settings (and accept a list for ``opening_size``, as configs give)."""
         object.__setattr__(self, 'opening_size', _kernel_size(self.opening_size))
-        if (self.quantile is None) == (self.fixed_threshold is None):
-            raise ValueError(f'set exactly one of quantile and fixed_threshold, got '
+        if isinstance(self.crf, dict):
+            object.__setattr__(self, 'crf', DenseCRF(**self.crf))
+        if self.crf is not None and not isinstance(self.crf, DenseCRF):
+            raise ValueError(f'crf must be None, a dict of DenseCRF fields or a DenseCRF, '
+                             f'got {self.crf!r}')
+        binarisers = [self.quantile, self.fixed_threshold, self.crf]
+        if sum(b is not None for b in binarisers) != 1:
+            raise ValueError(f'set exactly one of quantile, fixed_threshold and crf, got '
                              f'quantile={self.quantile!r}, '
-                             f'fixed_threshold={self.fixed_threshold!r}')
+                             f'fixed_threshold={self.fixed_threshold!r}, crf={self.crf!r}')
+        if self.crf is not None and self.resolution != 'full':
+            raise ValueError("crf works on the patch image: it needs resolution='full'")
         if self.quantile is not None and not 0.0 <= self.quantile <= 1.0:
             raise ValueError(f'quantile must lie in [0, 1], got {self.quantile}')
         if self.fixed_threshold is not None and not 0.0 < self.fixed_threshold <= 1.0:
             raise ValueError(f'fixed_threshold must lie in (0, 1], got {self.fixed_threshold}')
+        if self.quantile_rule not in QUANTILE_RULES:
+            raise ValueError(f'quantile_rule must be one of {QUANTILE_RULES}, '
+                             f'got {self.quantile_rule!r}')
         if self.resolution not in RESOLUTIONS:
             raise ValueError(f'resolution must be one of {RESOLUTIONS}, got {self.resolution!r}')
         for name in ('cam_interpolation', 'mask_interpolation'):
@@ -285,17 +330,23 @@ class CAMPostprocess:
         return dataclasses.asdict(self)
 
 
-#: Named CAM post-processing settings. ``camelyon16`` / ``camelyon17`` carry the reference
-#: code's per-dataset values (docs/method.md §3; the paper gives none) with float views;
-#: ``reference`` is the reference code's Camelyon16 path including its per-view uint8
-#: quantisation and the bilinear resizing that its (lost) Lanczos request fell back to;
-#: ``none`` is the "without post-processing" baseline of the ablation: single view, cut at
-#: 0.5 of the normalised CAM, no opening.
+#: Named CAM post-processing settings; docs/cam_presets.md gives the source of every value.
+#: ``camelyon16`` / ``camelyon17`` carry the reference code's per-dataset values
+#: (docs/method.md §3; the paper gives none) with float views; ``reference`` is the reference
+#: code's Camelyon16 path including its per-view uint8 quantisation and the bilinear
+#: resizing that its (lost) Lanczos request fell back to; ``reference_mirror`` is the
+#: initial-mask generator of a public mirror of the reference (Kyyle2114/EP-SAM): 20th
+#: percentile of the non-zero values of the uint8 fused CAM with a strict ``>``, 5x5 opening,
+#: both at feature resolution; ``none`` is the "without post-processing" baseline of the
+#: ablation: single view, cut at 0.5 of the normalised CAM, no opening.
 CAM_POSTPROCESS_PRESETS: Dict[str, CAMPostprocess] = {
     'camelyon16': CAMPostprocess(quantile=0.10, opening_size=(21, 21), resolution='full'),
     'camelyon17': CAMPostprocess(quantile=0.30, opening_size=(5, 5), resolution='feature'),
     'reference': CAMPostprocess(quantile=0.10, opening_size=(21, 21), resolution='full',
                                 quantize_uint8=True),
+    'reference_mirror': CAMPostprocess(quantile=0.20, quantile_rule='percentile_strict',
+                                       opening_size=(5, 5), resolution='feature',
+                                       quantize_uint8=True, quantize_fused_uint8=True),
     'none': CAMPostprocess(quantile=None, fixed_threshold=0.5, opening_size=(1, 1),
                            resolution='full', rotate_fuse=False),
 }
@@ -313,10 +364,13 @@ def cam_postprocess(preset: str = 'camelyon16', **overrides) -> CAMPostprocess:
 
 
 def initial_mask_from_cam(cam: torch.Tensor, full_size: Tuple[int, int],
-                          postprocess: CAMPostprocess) -> Tuple[torch.Tensor, torch.Tensor]:
+                          postprocess: CAMPostprocess,
+                          images_rgb: Optional[Sequence[np.ndarray]] = None
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Initial masks from fused CAMs (docs/method.md §3), in the order the settings state.
 
-    With ``resolution='full'``: resize the CAM to ``full_size`` (``cam_interpolation``),
+    With ``quantize_fused_uint8`` the CAM is first rounded down to uint8 levels. With
+    ``resolution='full'``: resize the CAM to ``full_size`` (``cam_interpolation``),
     threshold, open. With ``resolution='feature'``: threshold and open the CAM as given,
     then upsample the binary mask (``mask_interpolation``, kept where ``>= 0.5``).
 
@@ -324,15 +378,26 @@ def initial_mask_from_cam(cam: torch.Tensor, full_size: Tuple[int, int],
         cam: Fused CAMs in [0, 1] at feature resolution, ``[B, h, w]``.
         full_size: ``(height, width)`` of the patch.
         postprocess: The settings (see :data:`CAM_POSTPROCESS_PRESETS`).
+        images_rgb: The patches, uint8 ``H x W x 3`` RGB at ``full_size``; needed (only)
+            when ``postprocess.crf`` is set.
 
     Returns:
         ``(full_cam, initial_mask)``: the CAM resized to ``full_size`` (float32) and the
         bool initial mask ``[B, H, W]``.
     """
+    if postprocess.quantize_fused_uint8:
+        # the mean of uint8 levels over at most 4 views: 255 * cam is a multiple of 1/4
+        cam = quantize_uint8_levels(cam.float(), tolerance=1e-3)
     full_cam = resize_maps(cam, full_size, postprocess.cam_interpolation)
     source = full_cam if postprocess.resolution == 'full' else cam.float()
     if postprocess.quantile is not None:
-        binary = quantile_threshold(source, postprocess.quantile)
+        binary = quantile_threshold(source, postprocess.quantile, postprocess.quantile_rule)
+    elif postprocess.crf is not None:
+        if images_rgb is None or len(images_rgb) != len(full_cam):
+            raise ValueError('crf post-processing needs the RGB image of every patch')
+        binary = torch.stack([
+            torch.from_numpy(dense_crf_mask(image, probability.cpu().numpy(), postprocess.crf))
+            for image, probability in zip(images_rgb, full_cam)]).to(full_cam.device)
     else:
         binary = source >= postprocess.fixed_threshold
     opened = binary_opening(binary, postprocess.opening_size)

@@ -24,10 +24,11 @@ def shift_hue(img: np.ndarray, hue_factor: float) -> np.ndarray:
 class HistoColorJitter(BaseTransform):
     """Randomly change brightness, contrast, saturation and hue, in a random order.
 
-    Same parameters and meaning as torchvision's ``ColorJitter`` (which EP-SAM's classifier
-    training uses, "colour jitter 0.2"): each factor is drawn uniformly from
-    ``[max(0, 1 - x), 1 + x]`` (hue: a shift drawn from ``[-hue, hue]``, at most 0.5), and a
-    value of 0 disables that adjustment. The blends are mmcv's BGR-aware
+    Same parameters and meaning as torchvision's ``ColorJitter``: each factor is drawn
+    uniformly from ``[max(0, 1 - x), 1 + x]`` (hue: a shift drawn from ``[-hue, hue]``, at
+    most 0.5), and a value of 0 disables that adjustment. The defaults are the reference
+    code's ``ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2)`` (the
+    paper's "colour jitter 0.2"); the demo presets use ``hue=0`` (docs/classifier_presets.md). The blends are mmcv's BGR-aware
     ``adjust_brightness`` / ``adjust_contrast`` / ``adjust_color`` and :func:`shift_hue`,
     so they act on the image as loaded by ``LoadImageFromFile``. Only ``img`` changes (masks do
     not depend on colour). Randomness comes from ``np.random`` (seeded by MMEngine).
@@ -40,7 +41,7 @@ class HistoColorJitter(BaseTransform):
     """
 
     def __init__(self, brightness: float = 0.2, contrast: float = 0.2,
-                 saturation: float = 0.2, hue: float = 0.0) -> None:
+                 saturation: float = 0.2, hue: float = 0.2) -> None:
         super().__init__()
         for name, value in (('brightness', brightness), ('contrast', contrast),
                             ('saturation', saturation)):

@@ -32,8 +32,11 @@ class CAMGeneratorHook(Hook):
             against their GT).
         out_dir: Root of the outputs; default ``<work_dir>/stage1``.
         preset: CAM post-processing preset (``camelyon16``, ``camelyon17``, ``reference``,
-            ``none``; see :data:`mmseg_epsam.functional.cam.CAM_POSTPROCESS_PRESETS`).
+            ``reference_mirror``, ``none``; see
+            :data:`mmseg_epsam.functional.cam.CAM_POSTPROCESS_PRESETS`).
         postprocess: Overrides of preset fields, e.g. ``dict(quantile=0.2)``.
+        method: CAM method: ``'cam'`` (the paper's), ``'gradcam'``, ``'gradcam++'`` or
+            ``'eigencam'`` (:data:`mmseg_epsam.models.classifiers.CAM_METHODS`).
         views_per_forward: Rotated views per forward pass (1, 2 or 4).
         batch_size: Patches per batch.
         num_workers: Data-loading workers.
@@ -53,6 +56,7 @@ class CAMGeneratorHook(Hook):
                  out_dir: Optional[str] = None,
                  preset: str = 'camelyon16',
                  postprocess: Optional[dict] = None,
+                 method: str = 'cam',
                  views_per_forward: int = 4,
                  batch_size: int = 4,
                  num_workers: int = 0,
@@ -66,6 +70,7 @@ class CAMGeneratorHook(Hook):
         self.splits = tuple(splits)
         self.out_dir = out_dir
         self.postprocess = cam_postprocess(preset, **(postprocess or {}))
+        self.method = method
         self.views_per_forward = views_per_forward
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -96,7 +101,7 @@ class CAMGeneratorHook(Hook):
         datasets = {split: DATASETS.build(generation_dataset_cfg(runner.cfg, split))
                     for split in self.splits}
         out_dir = self.out_dir or osp.join(runner.work_dir, 'stage1')
-        generate_cams(model, datasets, out_dir, self.postprocess,
+        generate_cams(model, datasets, out_dir, self.postprocess, method=self.method,
                       views_per_forward=self.views_per_forward, batch_size=self.batch_size,
                       num_workers=self.num_workers, show=self.show, evaluate=self.evaluate,
                       gate_threshold=self.gate_threshold, overwrite=self.overwrite)

@@ -17,7 +17,9 @@ class PseudoLabelGeneratorHook(Hook):
     trained writes the pseudo-labels that the next round trains on
     (:func:`mmseg_epsam.engine.pseudo_labels.generate_pseudo_labels`). Generation runs
     without augmentation, in dataset order, and resumes when interrupted (rerunning a
-    finished MMEngine run with ``--resume`` goes straight to this hook).
+    finished MMEngine run with ``--resume`` goes straight to this hook). Masks already in
+    ``round_dir`` are reused only when the same decoder weights, model config and dataset
+    config made them; otherwise the round is generated again.
 
     Args:
         dataset: config of the positive training patches with a generation pipeline
@@ -46,5 +48,6 @@ class PseudoLabelGeneratorHook(Hook):
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
             self.summary = generate_pseudo_labels(
                 model, DATASETS.build(self.dataset), self.round_dir, self.ids_threshold,
-                self.ids_variant, self.batch_size)
+                self.ids_variant, self.batch_size,
+                provenance=dict(model=runner.cfg.get('model'), dataset=self.dataset))
         barrier()

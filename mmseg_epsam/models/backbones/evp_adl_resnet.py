@@ -8,9 +8,13 @@ key) with
   (default, the reference) or added to the RGB channels (the paper's wording);
 - Attention Dropout Layers after named bottlenecks (default: the reference's three,
   ``layer3.0``, ``layer4.0`` and ``layer4.2``), active in training only;
-- output stride 16: layer4 keeps stride 1; its first bottleneck (which held the stride)
-  keeps dilation 1 and the later ones use dilation 2, so every 3x3 convolution sees the
-  spacing it was trained for (torchvision's ``replace_stride_with_dilation`` convention).
+- output stride 16: layer4 keeps stride 1. By default (the reference code) layer4 has no
+  dilation either; ``dilate_layer4=True`` gives its later bottlenecks dilation 2
+  (torchvision's ``replace_stride_with_dilation`` convention, which keeps the receptive
+  field of a stride-2 layer4);
+- random initialisation as the reference (Xavier-uniform convolutions) or torchvision's
+  (Kaiming-normal), chosen by ``conv_init`` (docs/classifier_presets.md gives the source of
+  every such choice).
 """
 from typing import Dict, Optional, Sequence
 
@@ -27,6 +31,7 @@ from mmseg_epsam.utils import load_foreign_state_dict
 
 BLOCKS_PER_LAYER = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 EVP_FUSIONS = ('concat', 'add', None)
+CONV_INITS = ('xavier_uniform', 'kaiming_normal')
 # Keys of an ImageNet checkpoint that belong to its 1000-class head, not to the backbone.
 CLASSIFIER_HEAD_PREFIXES = ('fc.', 'head.')
 
@@ -97,10 +102,15 @@ class EVPADLResNet(BaseModule):
             names only the first two. Empty for no ADL.
         adl_drop_rate: Probability of applying the drop mask (0.75).
         adl_drop_threshold: gamma of the drop mask (0.8).
-        dilate_layer4: True: layer4 bottlenecks after the first use dilation 2 (default).
-            False: layer4 has stride 1 and no dilation (a smaller receptive field).
-        pretrained: Optional local path of an ImageNet ResNet state dict (torchvision
-            layout, or an mmpretrain checkpoint with ``backbone.`` keys), loaded with
+        dilate_layer4: False (default, the reference): layer4 has stride 1 and no
+            dilation. True: its bottlenecks after the first use dilation 2 (torchvision's
+            convention; the demo presets were trained so).
+        conv_init: Random initialisation of the convolutions: ``'xavier_uniform'``
+            (default, the reference) or ``'kaiming_normal'`` (torchvision's, fan-out; the
+            demo presets were trained so). BatchNorm starts at scale 1, shift 0 either way.
+        pretrained: Optional local path of an ImageNet or pathology ResNet state dict
+            (torchvision / timm layout, or an mmpretrain checkpoint with ``backbone.`` keys,
+            see :func:`imagenet_to_evp_state_dict`), loaded with
             ``weights_only=True`` in :meth:`init_weights`. With ``evp_fusion='concat'`` the
             EVP channel's first-conv filters are initialised to the mean of the RGB filters.
             None (default, as the reference): random initialisation.
@@ -116,7 +126,8 @@ class EVPADLResNet(BaseModule):
                  adl_positions: Sequence[str] = ('layer3.0', 'layer4.0', 'layer4.2'),
                  adl_drop_rate: float = 0.75,
                  adl_drop_threshold: float = 0.8,
-                 dilate_layer4: bool = True,
+                 dilate_layer4: bool = False,
+                 conv_init: str = 'xavier_uniform',
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -124,6 +135,8 @@ class EVPADLResNet(BaseModule):
             raise ValueError(f'depth must be one of {sorted(BLOCKS_PER_LAYER)}, got {depth}')
         if evp_fusion not in EVP_FUSIONS:
             raise ValueError(f'evp_fusion must be one of {EVP_FUSIONS}, got {evp_fusion!r}')
+        if conv_init not in CONV_INITS:
+            raise ValueError(f'conv_init must be one of {CONV_INITS}, got {conv_init!r}')
         self.evp_fusion = evp_fusion
         self.evp_mask_size = evp_mask_size
         self.evp_mask_ratio = evp_mask_ratio
@@ -157,13 +170,17 @@ class EVPADLResNet(BaseModule):
         self.adl = nn.ModuleDict({
             p.replace('.', '_'): AttentionDropout(adl_drop_rate, adl_drop_threshold)
             for p in adl_positions})
+        self.conv_init = conv_init
         self._init_random()
 
     def _init_random(self) -> None:
-        """torchvision's ResNet initialisation: Kaiming-normal convs, unit BN scale."""
+        """Random init: ``conv_init`` for the convolutions, unit scale for BatchNorm."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
+                if self.conv_init == 'xavier_uniform':
+                    nn.init.xavier_uniform_(module.weight)
+                else:
+                    nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -238,16 +255,20 @@ def imagenet_to_evp_state_dict(state_dict: Dict[str, torch.Tensor], in_channels:
                                source: str) -> Dict[str, torch.Tensor]:
     """Map an ImageNet ResNet state dict onto :class:`EVPADLResNet` keys.
 
-    Accepts torchvision keys (``conv1.weight``, ``layer1.0.bn1.weight``, ``fc.*``) and
-    mmpretrain keys (the same under ``backbone.``, head under ``head.``); drops the 1000-class
-    head. With ``in_channels == 4`` the first conv's 4th input channel (the EVP) is
-    initialised to the mean of its three RGB filters.
+    Accepts torchvision and timm keys (``conv1.weight``, ``layer1.0.bn1.weight``, ``fc.*``),
+    mmpretrain keys (the same under ``backbone.``, head under ``head.``) and either saved
+    from ``DataParallel`` (under ``module.``), as ImageNet and pathology (self-supervised
+    ResNet-50) checkpoints come; drops the classification head if any. With
+    ``in_channels == 4`` the first conv's 4th input channel (the EVP) is initialised to the
+    mean of its three RGB filters.
 
     Args:
         state_dict: The loaded weights.
         in_channels: Input channels of the target first conv (3 or 4).
         source: The file the weights came from, for error messages.
     """
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
     if any(k.startswith('backbone.') for k in state_dict):
         state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items()
                       if k.startswith('backbone.')}

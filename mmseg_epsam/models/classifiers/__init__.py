@@ -1,4 +1,5 @@
 """Registered classifiers: EP-SAM's patch classifier (image labels -> tumour score, CAM)."""
+from .cam_methods import CAM_METHODS, cam_function
 from .patch_classifier import EPSAMPatchClassifier
 
-__all__ = ['EPSAMPatchClassifier']
+__all__ = ['CAM_METHODS', 'EPSAMPatchClassifier', 'cam_function']

@@ -33,6 +33,9 @@ class EPSAMPatchClassifier(BaseModel):
         cam_layer: Bottleneck whose output the CAM is computed from (default ``'layer4.0'``,
             the first bottleneck of layer4, as the reference). Its channels must equal the
             backbone's output channels, since the CAM uses the classifier's weights.
+        head_init_std: The linear head starts with weights from N(0, ``head_init_std``^2)
+            and zero bias (default 0.01, the reference); None keeps PyTorch's default
+            ``nn.Linear`` initialisation (uniform, as the demo presets were trained).
         data_preprocessor: Config of the data preprocessor; must map uint8 images to RGB in
             [0, 1] (``SegDataPreProcessor`` with mean 0, std 255, ``bgr_to_rgb=True``).
         init_cfg: Passed to :class:`mmengine.model.BaseModel`.
@@ -41,6 +44,7 @@ class EPSAMPatchClassifier(BaseModel):
     def __init__(self,
                  backbone: dict,
                  cam_layer: str = 'layer4.0',
+                 head_init_std: Optional[float] = 0.01,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         # Built here from mmseg's registry so the model also builds outside a runner.
@@ -49,6 +53,11 @@ class EPSAMPatchClassifier(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
         self.fc = nn.Linear(self.backbone.out_channels, 1)
+        if head_init_std is not None:
+            if head_init_std <= 0:
+                raise ValueError(f'head_init_std must be positive or None, got {head_init_std}')
+            nn.init.normal_(self.fc.weight, mean=0.0, std=head_init_std)
+            nn.init.zeros_(self.fc.bias)
         self.cam_layer = cam_layer
         self._check_cam_layer(cam_layer)
 
