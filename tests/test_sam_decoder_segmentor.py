@@ -204,6 +204,18 @@ def test_loss_values_and_empty_targets():
     assert losses['loss_dice'].item() == 0.0 and losses['loss_dice'].requires_grad
 
 
+def test_optional_bce_term():
+    """bce_weight adds a weighted BCE term and leaves the paper's two terms unchanged."""
+    inputs, samples = _train_batch()
+    losses = {w: _tiny(bce_weight=w).loss(inputs, samples) for w in (0.0, 0.5, 1.0)}
+    assert set(losses[0.0]) == {'loss_dice', 'loss_iou'}
+    for w in (0.5, 1.0):
+        for key in ('loss_dice', 'loss_iou'):
+            torch.testing.assert_close(losses[w][key], losses[0.0][key], rtol=0, atol=1e-6)
+    assert losses[1.0]['loss_bce'].item() > 0.1
+    torch.testing.assert_close(losses[0.5]['loss_bce'] * 2, losses[1.0]['loss_bce'])
+
+
 def test_reset_decoder_restores_exactly():
     model = _tiny()
     pretrained = {k: v.clone() for k, v in model.mask_decoder.state_dict().items()}

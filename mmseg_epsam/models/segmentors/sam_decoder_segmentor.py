@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from mmengine.structures import PixelData
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -125,6 +126,8 @@ class SAMDecoderSegmentor(BaseSegmentor):
         embedding_cache: ``dict(cache_dir=...)`` to cache image embeddings on disk (fp16)
             for training, pseudo-labels and evaluation; None = encode every time.
         dice_weight, iou_weight: loss weights (1:1 in the paper).
+        bce_weight: weight of a per-pixel binary cross-entropy term (0 = the paper's loss;
+            beyond the paper: its gradient does not vanish where the soft losses saturate).
         loss_smooth: smoothing of the soft losses (1e-3).
         encoder_batch_size: images per image-encoder forward.
         train_cfg: ``dict(views=('hflip', 'vflip', 'rot90'), view_prob=0.5, seed=0)``:
@@ -143,6 +146,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
                  embedding_cache: Optional[dict] = None,
                  dice_weight: float = 1.0,
                  iou_weight: float = 1.0,
+                 bce_weight: float = 0.0,
                  loss_smooth: float = 1e-3,
                  encoder_batch_size: int = 1,
                  train_cfg: Optional[dict] = None,
@@ -174,6 +178,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
         self._encoder_fingerprint = ModuleFingerprint(
             self.image_encoder, extra=self.image_encoder.describe_preprocessing())
         self.dice_weight, self.iou_weight, self.loss_smooth = dice_weight, iou_weight, loss_smooth
+        self.bce_weight = bce_weight
         self.encoder_batch_size = encoder_batch_size
         self.train_cfg = dict(train_cfg or {})
         self.test_cfg = dict(test_cfg or {})
@@ -374,7 +379,8 @@ class SAMDecoderSegmentor(BaseSegmentor):
         return (sample.gt_sem_seg.data[0, :height, :width] == 1).cpu().numpy()
 
     def loss(self, inputs: Tensor, data_samples: Sequence[SegDataSample]) -> dict:
-        """Soft Dice + soft IoU (per image, averaged) of the decoder's mask vs ``gt_sem_seg``.
+        """Soft Dice + soft IoU (+ optional BCE) per image, averaged, of the decoder's mask vs
+        ``gt_sem_seg``.
 
         Each image is prompted with ``num_points`` points uniform from its target. Images
         with an empty target give no prompt and are skipped (not even encoded); a batch with
@@ -392,19 +398,26 @@ class SAMDecoderSegmentor(BaseSegmentor):
         todo = [i for i, p in enumerate(prompts) if not p.is_empty]
         if not todo:
             zero = sum(p.sum() for p in self.mask_decoder.parameters()) * 0.0
-            return dict(loss_dice=zero, loss_iou=zero)
+            return dict(loss_dice=zero, loss_iou=zero,
+                        **(dict(loss_bce=zero) if self.bce_weight else {}))
         embeddings = self.image_embeddings([images[i] for i in todo], [views[i] for i in todo])
-        dice_terms, iou_terms = [], []
+        dice_terms, iou_terms, bce_terms = [], [], []
         for k, i in enumerate(todo):
             input_size = self.image_encoder.input_shape(*targets[i].shape)
             logits = self.decode_prompts(embeddings[k:k + 1], prompts[i], input_size,
                                          targets[i].shape)
-            dice, iou = soft_dice_iou_loss(logits[0, 0], torch.from_numpy(targets[i]).to(
-                logits.device), self.loss_smooth)
+            target = torch.from_numpy(targets[i]).to(logits.device)
+            dice, iou = soft_dice_iou_loss(logits[0, 0], target, self.loss_smooth)
             dice_terms.append(dice)
             iou_terms.append(iou)
-        return dict(loss_dice=self.dice_weight * torch.stack(dice_terms).mean(),
-                    loss_iou=self.iou_weight * torch.stack(iou_terms).mean())
+            if self.bce_weight:
+                bce_terms.append(F.binary_cross_entropy_with_logits(
+                    logits[0, 0], target.to(logits.dtype)))
+        losses = dict(loss_dice=self.dice_weight * torch.stack(dice_terms).mean(),
+                      loss_iou=self.iou_weight * torch.stack(iou_terms).mean())
+        if self.bce_weight:
+            losses['loss_bce'] = self.bce_weight * torch.stack(bce_terms).mean()
+        return losses
 
     @torch.no_grad()
     def predict(self, inputs: Tensor,
