@@ -33,11 +33,12 @@ from mmengine.logging import MMLogger
 import mmseg_epsam  # noqa: F401  (registers the plugin)
 from mmseg.utils import register_all_modules
 from mmseg_epsam.wsi.annotations import SlideAnnotations
-from mmseg_epsam.wsi.inference import (WSIInferencer, WSIInferenceSettings,
-                                       build_epsam_tile_predictor, plan_tile_grid,
-                                       write_untrained_pipeline_run)
+from mmseg_epsam.apis.tile_predictor import (build_epsam_tile_predictor,
+                                             write_untrained_pipeline_run)
+from mmseg_epsam.apis.wsi_inference import WSIInferencer, WSIInferenceSettings
 from mmseg_epsam.wsi.slide_reader import SlideReader
 from mmseg_epsam.wsi.synthetic import SyntheticTissue, write_pyramidal_tiff
+from mmseg_epsam.wsi.tiling import plan_tile_grid
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

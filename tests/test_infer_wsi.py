@@ -1,4 +1,5 @@
-"""Whole-slide inference (mmseg_epsam.wsi.inference / export, tools/infer_wsi.py).
+"""Whole-slide inference (mmseg_epsam.apis.wsi_inference, wsi.tiling / tile_store / export,
+tools/infer_wsi.py).
 
 Slides are small generated pyramidal TIFFs (SyntheticTissue: pink tissue, a purple tumour
 polygon with a square hole). Two predictors:
@@ -25,12 +26,14 @@ import tifffile
 
 from mmseg_epsam.wsi.annotations import SlideAnnotations, rasterize_polygons
 from mmseg_epsam.wsi.export import mask_polygons, tumour_geojson
-from mmseg_epsam.wsi.inference import (MissingResolutionError, TileGrid, TilePrediction,
-                                       TileRecord, WSIInferencer, WSIInferenceSettings,
-                                       overlap_ramp, plan_tile_grid, stitch_tiles,
-                                       tile_map_weight, write_untrained_pipeline_run)
+from mmseg_epsam.apis.tile_predictor import TilePrediction, write_untrained_pipeline_run
+from mmseg_epsam.apis.wsi_inference import (MissingResolutionError, WSIInferencer,
+                                            WSIInferenceSettings)
 from mmseg_epsam.wsi.slide_reader import SlideInfo
 from mmseg_epsam.wsi.synthetic import SyntheticTissue, corrupt_tiles, write_pyramidal_tiff
+from mmseg_epsam.wsi.tile_store import TileRecord
+from mmseg_epsam.wsi.tiling import (TileGrid, overlap_ramp, plan_tile_grid, stitch_tiles,
+                                    tile_map_weight)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PIPELINE_CONFIG = osp.join(ROOT, 'configs', 'epsam', 'epsam_demo.py')
@@ -444,7 +447,7 @@ SOURCE_SLIDE = osp.join(os.environ.get('EPSAM_CACHE', osp.expanduser('~/.cache/m
 @pytest.mark.skipif(not osp.isfile(SOURCE_SLIDE),
                     reason=f'{SOURCE_SLIDE} not found (tools/fetch_sources.py extracts it)')
 def test_smoke_real_aperio_slide(pipeline_work_dir, tmp_path):
-    from mmseg_epsam.wsi.inference import build_epsam_tile_predictor
+    from mmseg_epsam.apis.tile_predictor import build_epsam_tile_predictor
     predictor = build_epsam_tile_predictor(PIPELINE_CONFIG, pipeline_work_dir,
                                            classifier_gate=0.0)
     settings = WSIInferenceSettings(tile_size=1536, overlap=64, batch_size=4)

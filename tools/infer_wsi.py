@@ -16,7 +16,7 @@ The classifier and the final SAM decoder come from the pipeline run in PIPELINE_
 Import objects), ``*_thumbnail.png``, ``*_summary.json`` and the tile checkpoint
 ``*_tiles.sqlite`` (rerunning resumes from it). A slide that fails (unreadable, no µm/px and
 no ``--mpp``) is reported and the others continue; the exit status is 1 when any failed.
-See :mod:`mmseg_epsam.wsi.inference` for the tiling, seam-blending and resolution rules.
+See :mod:`mmseg_epsam.apis.wsi_inference` for the tiling, seam-blending and resolution rules.
 """
 import argparse
 import os
@@ -30,8 +30,8 @@ from mmengine.logging import MMLogger
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; configs' custom_imports are not run)
 from mmseg.utils import register_all_modules
-from mmseg_epsam.wsi.inference import (WSIInferencer, WSIInferenceSettings,
-                                       build_epsam_tile_predictor)
+from mmseg_epsam.apis.tile_predictor import build_epsam_tile_predictor
+from mmseg_epsam.apis.wsi_inference import WSIInferencer, WSIInferenceSettings
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
