@@ -24,6 +24,8 @@ from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple, Uni
 import torch
 import torch.nn.functional as F
 
+from .cam_device import quantile_threshold_sorted
+
 Interpolation = Literal['nearest', 'bilinear', 'bicubic', 'area']
 Resolution = Literal['full', 'feature']
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'area')
@@ -170,6 +172,8 @@ def quantile_threshold(cam: torch.Tensor, quantile: float) -> torch.Tensor:
         raise ValueError(f'quantile must lie in [0, 1], got {quantile}')
     if cam.dim() < 2:
         raise ValueError(f'cam must be [..., H, W], got shape {tuple(cam.shape)}')
+    if cam.is_cuda:  # the same masks from one sort, without a host round-trip per map
+        return quantile_threshold_sorted(cam, quantile)
     flat = cam.reshape(-1, *cam.shape[-2:])
     masks = torch.zeros(flat.shape, dtype=torch.bool, device=cam.device)
     for i, single in enumerate(flat):
