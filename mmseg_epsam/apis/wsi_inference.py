@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+import torch.distributed as dist
 from mmengine.logging import MMLogger
 from mmengine.utils import ProgressBar
 
@@ -385,13 +386,14 @@ class WSIInferencer:
         return len(todo), timings
 
     def infer_many(self, slide_paths: Sequence[str], out_dir: str, mpp: Optional[float] = None,
-                   overwrite: bool = False) -> list[dict]:
+                   overwrite: bool = False, write_summary: bool = True) -> list[dict]:
         """Infer several slides; a failing slide is reported and the others continue.
 
         Returns one ``dict(slide, ok, status, error, summary)`` per slide, in order; the
-        list is also written to ``out_dir/run_summary.json``. Expected problems (unreadable
-        slide, missing µm/px, settings that do not fit the slide, checkpointed tiles of other
-        settings) are reported by their message; anything else also with its traceback.
+        list is also written to ``out_dir/run_summary.json`` (unless ``write_summary`` is
+        False). Expected problems (unreadable slide, missing µm/px, settings that do not fit
+        the slide, checkpointed tiles of other settings) are reported by their message;
+        anything else also with its traceback.
         """
         results = []
         seen: dict[str, str] = {}
@@ -413,6 +415,54 @@ class WSIInferencer:
                 result['error'] = f'{type(err).__name__}: {err}'
                 self.logger.exception(f'FAILED {slide_path}: unexpected error')
             results.append(result)
-        write_json(osp.join(out_dir, 'run_summary.json'), dict(slides=results))
+        if write_summary:
+            write_run_summary(out_dir, results)
         return results
+
+    def infer_sharded(self, slide_paths: Sequence[str], out_dir: str,
+                      mpp: Optional[float] = None, overwrite: bool = False) -> list[dict]:
+        """:meth:`infer_many` across the ranks of the ``torch.distributed`` process group.
+
+        Each rank infers its share (:func:`shard_slides`); the results are gathered so that
+        every rank returns, and rank 0 writes, the run summary of all slides in the order
+        given, as one process would. Outputs are per slide, so a rerun resumes each slide
+        whatever the number of ranks. Without an initialised process group this is
+        :meth:`infer_many`.
+        """
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.infer_many(slide_paths, out_dir, mpp=mpp, overwrite=overwrite)
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        mine = shard_slides(slide_paths, rank, world_size)
+        self.logger.info(f'rank {rank} of {world_size}: {len(mine)} of {len(slide_paths)} '
+                         'slides')
+        results = self.infer_many([slide_paths[i] for i in mine], out_dir, mpp=mpp,
+                                  overwrite=overwrite, write_summary=False)
+        gathered: list = [None] * world_size
+        dist.all_gather_object(gathered, list(zip(mine, results)))
+        merged = [result for _, result in sorted(
+            (pair for share in gathered for pair in share), key=lambda pair: pair[0])]
+        if rank == 0:
+            write_run_summary(out_dir, merged)
+        return merged
+
+
+def shard_slides(slide_paths: Sequence[str], rank: int, world_size: int) -> list[int]:
+    """Indices (in order) of the slides that rank ``rank`` of ``world_size`` infers.
+
+    Slide names (file stems) are dealt round-robin in order of first appearance, so the
+    slides that share a name, which would share an output folder, fall to one rank, whose
+    :meth:`WSIInferencer.infer_many` processes the first and reports the others, as one
+    process does. The split depends on the list and ``world_size`` only.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f'rank must lie in [0, {world_size}), got {rank}')
+    turn: dict[str, int] = {}
+    for path in slide_paths:
+        turn.setdefault(slide_stem(path), len(turn) % world_size)
+    return [i for i, path in enumerate(slide_paths) if turn[slide_stem(path)] == rank]
+
+
+def write_run_summary(out_dir: str, results: Sequence[dict]) -> None:
+    """``out_dir/run_summary.json``: the per-slide results of a run, in slide order."""
+    write_json(osp.join(out_dir, 'run_summary.json'), dict(slides=list(results)))
 
