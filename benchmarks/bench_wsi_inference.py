@@ -3,21 +3,25 @@
 On a generated pyramidal slide (default 20000 x 20000 pixels at 0.25 µm/px, tissue ellipses
 and tumour polygons, written once into ``--work-dir`` and reused), the EP-SAM tile path of
 ``tools/infer_wsi.py`` runs with the models of a pipeline run: by default a freshly
-initialised one (``write_untrained_pipeline_run``: the demo classifier and the tiny SAM,
-whose predictions mean nothing but cost what trained weights cost). The classifier gate is
-opened (``--classifier-gate 0``) so every tissue tile goes through SAM: the worst case.
+initialised one (``write_untrained_pipeline_run``: the demo classifier and the demo's SAM,
+LiteMedSAM, untrained weights whose predictions mean nothing but cost what trained weights
+cost). The classifier gate is
+opened (``--classifier-gate 0``, the default) so every tissue tile goes through SAM: the
+worst case; with a gate, gated tiles cost one classifier forward only.
 
 On a CPU the run is capped at ``--max-tiles`` tissue tiles (0: all) and the whole-slide
 time is extrapolated: ``tissue detection + stitching + export`` (measured: the export covers
-the whole map) ``+ tissue tiles / measured tiles per second``. Prints tiles/s, the time
+the whole map) ``+ tissue tiles / measured tiles per second``. Prints tiles/s, the process
+CPU time per tile (steadier than wall time on a loaded machine), the time
 split (slide reading, classifier + CAM, SAM image encoder, SAM decoder), the whole-slide
 time, peak resident memory (``ru_maxrss``) and the load average, then the command::
 
     python benchmarks/bench_wsi_inference.py [--size 20000] [--max-tiles 48] [--device cpu]
         [--pipeline-work-dir DIR --pipeline-config CFG] [--work-dir DIR] [--sam-arch vit_b]
 
-``--sam-arch`` builds the untrained run's SAM in another architecture (e.g. ``vit_b``, the
-paper's, with random weights) than the pipeline config's (the demo's ``tiny``).
+``--sam-arch`` builds the untrained run's SAM with another image encoder (``vit_b``, the
+paper's, ``vit_l``, ``vit_h``, ``tiny`` or ``litemedsam``) than the pipeline config's (the
+demo's LiteMedSAM).
 """
 import argparse
 import os
@@ -34,9 +38,11 @@ from mmengine.logging import MMLogger
 import mmseg_epsam  # noqa: F401  (registers the plugin)
 from mmseg.utils import register_all_modules
 from mmseg_epsam.wsi.annotations import SlideAnnotations
-from mmseg_epsam.wsi.inference import (WSIInferencer, WSIInferenceSettings,
-                                       build_epsam_tile_predictor, plan_tile_grid)
+from mmseg_epsam.apis.tile_predictor import build_epsam_tile_predictor
+from mmseg_epsam.apis.wsi_inference import WSIInferencer, WSIInferenceSettings
+from mmseg_epsam.models.sam_encoders import ENCODER_NAMES, image_encoder_by_name
 from mmseg_epsam.wsi.slide_reader import SlideReader
+from mmseg_epsam.wsi.tiling import plan_tile_grid
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tests'))  # the synthetic slide and untrained run fixtures
@@ -60,8 +66,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--pipeline-work-dir',
                         help='a trained pipeline run (default: an untrained one is written)')
     parser.add_argument('--sam-checkpoint', help="Meta's sam_vit_*.pth for the pipeline")
-    parser.add_argument('--sam-arch', help='SAM architecture of the untrained run '
-                        "(default: the pipeline config's)")
+    parser.add_argument('--classifier-gate', type=float, default=0.0,
+                        help='classifier gate (default 0: every tissue tile through SAM)')
+    parser.add_argument('--sam-arch', choices=ENCODER_NAMES,
+                        help="SAM image encoder of the untrained run (default: the pipeline "
+                             "config's)")
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'bench_wsi'),
                         help='where the slide, the untrained run and the outputs go')
     return parser.parse_args()
@@ -86,7 +95,8 @@ def synthetic_slide(path: str, size: int, mpp: float) -> str:
 
 
 def pipeline_with_sam_arch(pipeline_config: str, arch: str, out_dir: str) -> str:
-    """A pipeline config inheriting ``pipeline_config`` whose decoder builds SAM ``arch``."""
+    """A pipeline config inheriting ``pipeline_config`` whose decoder builds SAM with the image
+    encoder named ``arch`` (see :func:`image_encoder_by_name`)."""
     base = Config.fromfile(pipeline_config)
     folder = osp.dirname(osp.abspath(pipeline_config))
     path = osp.join(out_dir, f'pipeline_sam_{arch}.py')
@@ -94,7 +104,7 @@ def pipeline_with_sam_arch(pipeline_config: str, arch: str, out_dir: str) -> str
         f.write(f"_base_ = [{osp.abspath(pipeline_config)!r}]\n"
                 f"classifier = dict(config={osp.join(folder, base.classifier.config)!r})\n"
                 f"decoder = dict(config={osp.join(folder, base.decoder.config)!r}, "
-                f"cfg_options={{'model.arch': {arch!r}}})\n")
+                f"cfg_options={{'model.image_encoder': {image_encoder_by_name(arch)!r}}})\n")
     return path
 
 
@@ -117,13 +127,16 @@ def main() -> None:
         write_untrained_pipeline_run(args.pipeline_config, work_dir)
     predictor = build_epsam_tile_predictor(args.pipeline_config, work_dir,
                                            sam_checkpoint=args.sam_checkpoint,
-                                           classifier_gate=0.0, device=args.device)
+                                           classifier_gate=args.classifier_gate,
+                                           device=args.device)
     rss_models = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10
     settings = WSIInferenceSettings(level=args.level, tile_size=args.tile_size,
                                     overlap=args.overlap, batch_size=args.batch_size,
                                     max_tiles=args.max_tiles or None)
+    cpu_start = time.process_time()
     summary = WSIInferencer(predictor, settings, progress=True).infer(
         slide, osp.join(args.work_dir, 'out'), overwrite=True)
+    cpu_s = time.process_time() - cpu_start  # all threads; steadier than wall under load
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10
     load_after = os.getloadavg()
 
@@ -137,14 +150,17 @@ def main() -> None:
         grid = plan_tile_grid(reader.info, args.level, args.tile_size, args.overlap)
     map_mib = 2 * 4 * grid.map_size[0] * grid.map_size[1] / 2 ** 20
     print('\nWhole-slide inference benchmark')
+    gate = ('open (every tissue tile through SAM)' if args.classifier_gate == 0 else
+            f'{args.classifier_gate} ({tiles["gated"]} tiles gated)')
     print(f'  device {args.device} ({torch.get_num_threads()} threads), SAM '
-          f'{summary["predictor"]["sam_arch"]}, classifier gate open (every tissue tile '
-          f'through SAM)')
+          f'{summary["predictor"]["sam_model"]}, classifier gate {gate}')
     print(f'  slide {args.size} x {args.size} px at {args.mpp} µm/px, level {args.level}, '
           f'tiles {args.tile_size} px, overlap {args.overlap}, batch {args.batch_size}: '
           f'{tiles["grid"]} grid tiles, {tiles["total"]} with tissue')
     print(f'  measured on {run} tissue tiles: {tile_rate:.3f} tiles/s '
           f'({1 / tile_rate:.2f} s per tile)')
+    print(f'  process CPU time of the slide run: {cpu_s:.1f} s ({cpu_s / max(1, run):.2f} s '
+          f'per measured tile, tissue detection and export included)')
     share = {k: t[k] / t['tiles_s'] for k in ('read_s', 'classifier_s', 'sam_encoder_s',
                                               'sam_decoder_s', 'store_s')}
     print('  share of tile time: ' + ', '.join(f'{k[:-2]} {100 * v:.1f} %'
@@ -166,6 +182,8 @@ def main() -> None:
                f'--batch-size {args.batch_size} --level {args.level} --device {args.device}')
     if args.sam_arch:
         command += f' --sam-arch {args.sam_arch}'
+    if args.classifier_gate:
+        command += f' --classifier-gate {args.classifier_gate}'
     if args.pipeline_work_dir:
         command += (f' --pipeline-config {args.pipeline_config} --pipeline-work-dir '
                     f'{args.pipeline_work_dir}')

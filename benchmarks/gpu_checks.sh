@@ -16,12 +16,18 @@
 #   * the demo data is made from the sources in $SOURCES (default .gpu/sources, the files
 #     tools/fetch_sources.py caches) unless data/demo exists.
 # Checks ($CHECKS, default all, in this order; each log lands in $OUT):
-#   cam       benchmarks/bench_cam_extraction.py (views per forward 4 / 2 / 1);
+#   cam       benchmarks/bench_cam_extraction.py (views per forward 4 / 2 / 1; on CUDA the
+#             quantile threshold and opening run on the GPU, the writes on a background
+#             thread): extraction against its floor of four bare forwards;
 #   decoder   benchmarks/bench_decoder_cache.py (SAM ViT-B, random weights);
 #   ablation  benchmarks/ablation_initial_masks.py with $ABLATION_CONFIG (default the
 #             full-resolution demo classifier) and $ABLATION_VARIANTS (default b c d), its
 #             seeds run in parallel (about 2 min per variant on an H200), then aggregated;
-#   wsi       benchmarks/bench_wsi_inference.py with the demo pipeline and SAM ViT-B.
+#   wsi       benchmarks/bench_wsi_inference.py on the whole 20k x 20k slide, with the demo
+#             pipeline's default SAM image encoder and with SAM ViT-B (random weights);
+#   memory    benchmarks/bench_training_memory.py: peak GPU memory of every training stage
+#             at batch 16, 512x512, AMP on;
+#   dist      tools/dist_infer_wsi.sh on two slides with one rank per GPU (all GPUs).
 # BUDGET=SECONDS (default 0: none) caps the whole run: each check gets what is left, so that
 # a run under a hard time limit still returns the logs of the checks it finished.
 set -uo pipefail
@@ -31,7 +37,7 @@ WHEELS=${WHEELS:-.whl}
 SOURCES=${SOURCES:-.gpu/sources}
 SITE=${SITE:-/tmp/site}
 PY=${PY:-python3}
-CHECKS=${CHECKS-cam decoder ablation wsi}  # empty: set-up only
+CHECKS=${CHECKS-cam decoder ablation wsi memory dist}  # empty: set-up only
 ABLATION_CONFIG=${ABLATION_CONFIG:-configs/epsam/classifier_demo_full.py}
 ABLATION_SEEDS=${ABLATION_SEEDS:-0 1 2}
 ABLATION_OPTIONS=${ABLATION_OPTIONS:-}  # e.g. 'train_cfg.max_epochs=10'
@@ -120,8 +126,23 @@ for check in $CHECKS; do
         --batch-size 4 >"$OUT/bench_decoder.log" 2>&1 ;;
     wsi)
       capped 0 "$PY" benchmarks/bench_wsi_inference.py --device cuda --size 20000 --max-tiles "${WSI_MAX_TILES:-0}" \
+        --batch-size 8 --work-dir "$WSI_WORK_DIR" >"$OUT/bench_wsi_default_encoder.log" 2>&1
+      capped 0 "$PY" benchmarks/bench_wsi_inference.py --device cuda --size 20000 --max-tiles "${WSI_MAX_TILES:-0}" \
         --sam-arch vit_b --batch-size 8 --work-dir "$WSI_WORK_DIR" \
         >"$OUT/bench_wsi.log" 2>&1 ;;
+    memory)
+      capped 0 "$PY" benchmarks/bench_training_memory.py --device cuda --batch-size 16 --size 512 \
+        --steps 3 >"$OUT/bench_training_memory.log" 2>&1 ;;
+    dist)
+      GPUS=$("$PY" -c 'import torch; print(max(1, torch.cuda.device_count()))')
+      capped 0 "$PY" benchmarks/bench_wsi_inference.py --device cuda --size 4000 --max-tiles 0 \
+        --work-dir work_dirs/bench_wsi_dist >"$RAW/dist_setup.log" 2>&1  # slide + untrained run
+      cp work_dirs/bench_wsi_dist/synthetic_4000.tif work_dirs/bench_wsi_dist/second_4000.tif
+      PYTHON="$PY" capped 0 bash tools/dist_infer_wsi.sh configs/epsam/epsam_demo.py \
+        work_dirs/bench_wsi_dist/untrained_run_config work_dirs/bench_wsi_dist/synthetic_4000.tif \
+        work_dirs/bench_wsi_dist/second_4000.tif "$GPUS" --out work_dirs/bench_wsi_dist/dist_out \
+        --device cuda --overwrite >"$OUT/dist_infer_wsi.log" 2>&1
+      cp work_dirs/bench_wsi_dist/dist_out/run_summary.json "$OUT/dist_run_summary.json" 2>/dev/null ;;
     *) log "unknown check $check" ;;
   esac
   log "done: $check (exit $?)"

@@ -1,4 +1,5 @@
-"""Whole-slide inference (mmseg_epsam.wsi.inference / export, tools/infer_wsi.py).
+"""Whole-slide inference (mmseg_epsam.apis.wsi_inference, wsi.tiling / tile_store / export,
+tools/infer_wsi.py).
 
 Slides are small generated pyramidal TIFFs (SyntheticTissue: pink tissue, a purple tumour
 polygon with a square hole). Two predictors:
@@ -16,6 +17,10 @@ import json
 import math
 import os
 import os.path as osp
+import shutil
+import socket
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -25,17 +30,19 @@ import tifffile
 
 from mmseg_epsam.wsi.annotations import SlideAnnotations, rasterize_polygons
 from mmseg_epsam.wsi.export import mask_polygons, tumour_geojson
-from mmseg_epsam.wsi.inference import (MissingResolutionError, TileGrid, TilePrediction,
-                                       TileRecord, WSIInferencer, WSIInferenceSettings,
-                                       overlap_ramp, plan_tile_grid, stitch_tiles,
-                                       tile_map_weight)
+from mmseg_epsam.apis.tile_predictor import TilePrediction
+from mmseg_epsam.apis.wsi_inference import (MissingResolutionError, WSIInferencer,
+                                            WSIInferenceSettings, shard_slides)
 from mmseg_epsam.wsi.slide_reader import SlideInfo
+from mmseg_epsam.wsi.tile_store import TileRecord
+from mmseg_epsam.wsi.tiling import (TileGrid, overlap_ramp, plan_tile_grid, stitch_tiles,
+                                    tile_map_weight)
 
 from synthetic_slides import SyntheticTissue, corrupt_tiles, write_pyramidal_tiff
 from untrained_pipeline import write_untrained_pipeline_run
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PIPELINE_CONFIG = osp.join(ROOT, 'configs', 'epsam', 'epsam_demo.py')
+PIPELINE_CONFIG = osp.join(ROOT, 'tests', 'configs', 'epsam_tiny_sam.py')  # tiny random SAM
 MPP = 0.5
 TUMOUR_GREEN_MAX = 80  # tumour (150, 70, 170) and its dots have G < 80; tissue >= 90
 # A 2048 x 1536 slide: tissue ellipse, tumour spanning 4 x 4 tiles of 256, a hole inside.
@@ -364,7 +371,8 @@ def test_cli_with_the_real_pipeline_writes_valid_outputs(pipeline_work_dir, tmp_
         expected = osp.join(pipeline_work_dir, stage, 'untrained.pth')
         assert checkpoints[name] == dict(path=expected, sha256=sha256(expected))
     assert summary['predictor']['pipeline_config']['sha256'] == sha256(PIPELINE_CONFIG)
-    assert summary['predictor']['sam_arch'] == 'tiny'
+    assert summary['predictor']['sam_model'] == ('MetaSAMViTEncoder(arch=tiny) with RANDOM '
+                                                 'weights (tests only)')
 
     mask = tifffile.imread(osp.join(folder, 'small_mask.tif'), level=0)
     map_mpp = MPP * summary['output']['downsample']
@@ -439,6 +447,75 @@ def test_missing_mpp_error_from_the_api(tmp_path):
         inferencer.infer(path, str(tmp_path / 'out'))
 
 
+def test_shard_slides_deals_names_round_robin_and_keeps_same_names_together():
+    slides = ['a/x.svs', 'b/y.tif', 'c/z.svs', 'd/x.tif', 'e/w.svs']
+    shares = [shard_slides(slides, rank, 2) for rank in range(2)]
+    assert shares == [[0, 2, 3], [1, 4]]  # x, z (and the second x) | y, w
+    assert sorted(shares[0] + shares[1]) == list(range(len(slides)))
+    assert shard_slides(slides, 0, 1) == list(range(len(slides)))
+    assert shard_slides(slides, 3, 4) == [4] and shard_slides(slides, 4, 5) == []
+    with pytest.raises(ValueError, match='rank'):
+        shard_slides(slides, 2, 2)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_dist_infer_wsi_two_cpu_ranks_give_the_outputs_of_one_process(pipeline_work_dir,
+                                                                        tmp_path):
+    """tools/dist_infer_wsi.sh with 2 gloo ranks on 2 slides, one already done (resumed)."""
+    tumour = np.array([[100., 100.], [280., 90.], [290., 300.], [110., 290.]])
+    slides = [write_slide(tmp_path / f'{name}.tif', size=(384, 384),
+                          tissue=[(192., 192., 170., 160.)],
+                          annotations=SlideAnnotations(tumour=[tumour * scale]), n_levels=2)
+              for name, scale in (('first', 1.0), ('second', 0.8))]
+    options = ['--tile-size', '256', '--overlap', '32', '--classifier-gate', '0',
+               '--device', 'cpu']
+    single = str(tmp_path / 'single')
+    assert infer_wsi_main()([PIPELINE_CONFIG, pipeline_work_dir, *slides, '--out', single,
+                             *options]) == 0
+    sharded = str(tmp_path / 'sharded')
+    shutil.copytree(osp.join(single, 'second'), osp.join(sharded, 'second'))
+    done_before = os.stat(osp.join(sharded, 'second', 'second_mask.tif')).st_mtime_ns
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
+               PYTHONPATH=ROOT)
+    run = subprocess.run(['bash', osp.join(ROOT, 'tools', 'dist_infer_wsi.sh'),
+                          PIPELINE_CONFIG, pipeline_work_dir, *slides, '2', '--out', sharded,
+                          *options], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    logs = sorted((f for f in os.listdir(sharded) if f.endswith('.log')), key=lambda f: f[-9:])
+    assert [log[-9:] for log in logs] == ['rank0.log', 'rank1.log']
+    for rank, log in enumerate(logs):
+        with open(osp.join(sharded, log)) as f:
+            assert f'rank {rank} of 2: 1 of 2 slides' in f.read()
+    assert os.stat(osp.join(sharded, 'second', 'second_mask.tif')).st_mtime_ns == done_before
+    with open(osp.join(single, 'run_summary.json')) as f:
+        expected = json.load(f)['slides']
+    with open(osp.join(sharded, 'run_summary.json')) as f:
+        results = json.load(f)['slides']
+    assert [(r['slide'], r['ok'], r['status']) for r in results] == \
+        [(r['slide'], r['ok'], r['status']) for r in expected] == \
+        [(slides[0], True, 'complete'), (slides[1], True, 'complete')]
+    for name in ('first', 'second'):
+        summaries = []
+        for out in (single, sharded):
+            with open(osp.join(out, name, f'{name}_summary.json')) as f:
+                summaries.append(json.load(f))
+            for key in ('timings_s', 'outputs'):
+                summaries[-1].pop(key)
+        assert summaries[0] == summaries[1]
+        for suffix in ('mask', 'probability'):
+            maps = [tifffile.imread(osp.join(out, name, f'{name}_{suffix}.tif'), level=0)
+                    for out in (single, sharded)]
+            np.testing.assert_array_equal(maps[0], maps[1])
+        tiles = summaries[0]['tiles']
+        assert tiles['total'] > 0 and tiles['segmented'] + tiles['empty_prompt'] == tiles['total']
+
+
 SOURCE_SLIDE = osp.join(os.environ.get('EPSAM_CACHE', osp.expanduser('~/.cache/mmseg-epsam')),
                         'sources', 'cmu_small_region.svs')
 
@@ -446,7 +523,7 @@ SOURCE_SLIDE = osp.join(os.environ.get('EPSAM_CACHE', osp.expanduser('~/.cache/m
 @pytest.mark.skipif(not osp.isfile(SOURCE_SLIDE),
                     reason=f'{SOURCE_SLIDE} not found (tools/fetch_sources.py extracts it)')
 def test_smoke_real_aperio_slide(pipeline_work_dir, tmp_path):
-    from mmseg_epsam.wsi.inference import build_epsam_tile_predictor
+    from mmseg_epsam.apis.tile_predictor import build_epsam_tile_predictor
     predictor = build_epsam_tile_predictor(PIPELINE_CONFIG, pipeline_work_dir,
                                            classifier_gate=0.0)
     settings = WSIInferenceSettings(tile_size=1536, overlap=64, batch_size=4)

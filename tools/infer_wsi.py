@@ -3,7 +3,7 @@
     python tools/infer_wsi.py PIPELINE_CONFIG PIPELINE_WORK_DIR SLIDE [SLIDE ...] --out DIR
         [--level 0] [--tile-size 512] [--overlap 64] [--batch-size 4] [--output-factor 4]
         [--mpp MPP] [--classifier-checkpoint P --decoder-checkpoint P] [--sam-checkpoint P]
-        [--classifier-gate G] [--device cpu|cuda] [--overwrite]
+        [--classifier-gate G] [--device cpu|cuda] [--overwrite] [--launcher none|pytorch]
 
 e.g. after ``python tools/run_pipeline.py configs/epsam/epsam_demo.py``::
 
@@ -16,7 +16,9 @@ The classifier and the final SAM decoder come from the pipeline run in PIPELINE_
 Import objects), ``*_thumbnail.png``, ``*_summary.json`` and the tile checkpoint
 ``*_tiles.sqlite`` (rerunning resumes from it). A slide that fails (unreadable, no µm/px and
 no ``--mpp``) is reported and the others continue; the exit status is 1 when any failed.
-See :mod:`mmseg_epsam.wsi.inference` for the tiling, seam-blending and resolution rules.
+Many slides on many GPUs: ``tools/dist_infer_wsi.sh`` runs this under ``torchrun``, one
+rank per GPU, each inferring its share of the slides. See
+:mod:`mmseg_epsam.apis.wsi_inference` for the tiling, seam-blending and resolution rules.
 """
 import argparse
 import os
@@ -26,12 +28,13 @@ import time
 from typing import Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from mmengine.logging import MMLogger
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; configs' custom_imports are not run)
 from mmseg.utils import register_all_modules
-from mmseg_epsam.wsi.inference import (WSIInferencer, WSIInferenceSettings,
-                                       build_epsam_tile_predictor)
+from mmseg_epsam.apis.tile_predictor import build_epsam_tile_predictor
+from mmseg_epsam.apis.wsi_inference import WSIInferencer, WSIInferenceSettings
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -70,7 +73,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--overwrite', action='store_true',
                         help='discard checkpointed tiles and outputs of earlier runs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
+                        help='pytorch: one rank of a torchrun job; the slides are shared out '
+                             'among the ranks (tools/dist_infer_wsi.sh)')
     return parser.parse_args(argv)
+
+
+def init_distributed(device: str) -> str:
+    """Join the torchrun process group (NCCL on GPUs, gloo on CPUs); return the device
+    this rank uses (``cuda:LOCAL_RANK`` when ``device`` is CUDA)."""
+    if device.startswith('cuda'):
+        local_rank = int(os.environ.get('LOCAL_RANK', 0))
+        torch.cuda.set_device(local_rank)
+        device = f'cuda:{local_rank}'
+        backend = 'nccl'
+    else:
+        backend = 'gloo'
+    dist.init_process_group(backend=backend)
+    return device
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -79,9 +99,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_all_modules(init_default_scope=True)
     os.makedirs(args.out, exist_ok=True)
     stamp = time.strftime('%Y%m%d_%H%M%S')
-    log_file = osp.join(args.out, f'infer_wsi_{stamp}.log')
+    distributed = args.launcher == 'pytorch'
+    if distributed:
+        args.device = init_distributed(args.device)
+    # Under torchrun every rank keeps its own log (MMLogger adds device and rank to the name).
     logger = MMLogger.get_instance(f'infer_wsi:{osp.abspath(args.out)}:{stamp}',
-                                   log_file=log_file, log_level='INFO')
+                                   log_file=osp.join(args.out, f'infer_wsi_{stamp}.log'),
+                                   log_level='INFO', distributed=distributed)
+    log_file = logger.log_file
     settings = WSIInferenceSettings(level=args.level, tile_size=args.tile_size,
                                     overlap=args.overlap, batch_size=args.batch_size,
                                     output_factor=args.output_factor,
@@ -91,12 +116,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         decoder_checkpoint=args.decoder_checkpoint, sam_checkpoint=args.sam_checkpoint,
         classifier_gate=args.classifier_gate, device=args.device)
     description = predictor.describe()
-    logger.info(f'Classifier {description["checkpoints"]["classifier"]["path"]}, SAM '
-                f'({description["sam_arch"]}) with the weights of the decoder checkpoint '
-                f'{description["checkpoints"]["decoder"]["path"]} (random SAM weights if the '
-                f'pipeline ran without --sam-checkpoint), on {args.device}')
+    logger.info(f'Classifier {description["checkpoints"]["classifier"]["path"]}; SAM: '
+                f'{description["sam_model"]}, with the weights of the decoder checkpoint '
+                f'{description["checkpoints"]["decoder"]["path"]}, on {args.device}')
     inferencer = WSIInferencer(predictor, settings, logger=logger)
-    results = inferencer.infer_many(args.slides, args.out, mpp=args.mpp, overwrite=args.overwrite)
+    try:
+        results = inferencer.infer_sharded(args.slides, args.out, mpp=args.mpp,
+                                           overwrite=args.overwrite)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     lines = ['', f'{"slide":<48} result']
     for result in results:
         outcome = result['status'] if result['ok'] else f'FAILED: {result["error"]}'

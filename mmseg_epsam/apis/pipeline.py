@@ -15,7 +15,6 @@ Each stage writes ``stage_done.json`` when complete and is skipped afterwards; a
 was interrupted resumes (MMEngine ``resume`` for training, per-patch files for generation).
 """
 import copy
-import glob
 import json
 import os
 import os.path as osp
@@ -204,15 +203,21 @@ class EPSAMPipeline:
     def _decoder_config(self, stage: str) -> Config:
         cfg = self.stage_config(self.cfg.decoder, stage)
         set_stage1_dir(cfg._cfg_dict, self.stage1_dir)
-        if self.sam_checkpoint is not None:
-            cfg.model.checkpoint = self.sam_checkpoint
-            encoder = image_encoder_for_checkpoint(self.sam_checkpoint)
-            current = dict(cfg.model.get('image_encoder') or {})
-            if any(current.get(key) != value for key, value in encoder.items()
-                   if key != 'normalization'):
-                cfg.model.image_encoder = encoder
+        self.apply_sam_checkpoint(cfg.model)
         cfg.model.embedding_cache = dict(cache_dir=osp.join(self.work_dir, 'embedding_cache'))
         return cfg
+
+    def apply_sam_checkpoint(self, model_cfg: Config) -> None:
+        """Give a decoder model config the pipeline's SAM checkpoint (if one was given) and an
+        image encoder that fits it (read from the checkpoint's shapes)."""
+        if self.sam_checkpoint is None:
+            return
+        model_cfg.checkpoint = self.sam_checkpoint
+        encoder = image_encoder_for_checkpoint(self.sam_checkpoint)
+        current = dict(model_cfg.get('image_encoder') or {})
+        if any(current.get(key) != value for key, value in encoder.items()
+               if key != 'normalization'):
+            model_cfg.image_encoder = encoder
 
     def describe_sam(self) -> str:
         """The SAM model and weights the decoder stages use, in words."""

@@ -48,6 +48,7 @@ from mmseg_epsam.functional.cam import (CAMPostprocess, initial_mask_from_cam,
 from mmseg_epsam.functional.metrics import false_positive_fraction, patch_dice_iou
 from mmseg_epsam.models.classifiers.cam_methods import CAM_METHODS, cam_function
 from mmseg_epsam.utils import atomic_write
+from mmseg_epsam.utils.background import BackgroundWriter
 from mmseg_epsam.utils.checkpoint import load_from_trusted_local
 from mmseg_epsam.utils.pictures import render_panels
 from .fingerprint import model_fingerprint
@@ -313,6 +314,9 @@ def generate_split(model: torch.nn.Module,
                         shuffle=False, num_workers=num_workers, collate_fn=pseudo_collate)
     progress = ProgressBar(len(todo)) if todo else None
     last_flush = time.monotonic()
+    # .npy / PNG encoding and writes overlap the next batch's forwards (one thread, bounded
+    # queue); drained before each manifest write, so a listed patch has its files.
+    background = BackgroundWriter(name=f'cam-writer-{split}')
     for batch_number, data_batch in enumerate(loader):
         batch_entries = todo[batch_number * batch_size:(batch_number + 1) * batch_size]
         data = model.data_preprocessor(data_batch, False)
@@ -332,8 +336,8 @@ def generate_split(model: torch.nn.Module,
                                                            images_rgb)
             full_cam = full_cam[0].cpu().numpy()
             initial_mask = initial_mask[0].cpu().numpy().astype(np.uint8)
-            _write_npy(writer.cam_path(name), full_cam.astype(np.float16))
-            _write_png(writer.mask_path(name), initial_mask)
+            background.submit(_write_npy, writer.cam_path(name), full_cam.astype(np.float16))
+            background.submit(_write_png, writer.mask_path(name), initial_mask)
             if show:
                 image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
                 if image is None:
@@ -348,8 +352,10 @@ def generate_split(model: torch.nn.Module,
                               mask_area=f'{float(initial_mask.mean()):.6f}')
             progress.update()
         if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
+            background.flush()
             _write_manifest(writer.manifest_path, _ordered_rows(entries, rows))
             last_flush = time.monotonic()
+    background.close()
     if progress is not None:
         progress.file.write('\n')
     _write_manifest(writer.manifest_path, _ordered_rows(entries, rows))

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cam_device import quantile_threshold_sorted
 from .crf import DenseCRF, dense_crf_mask
 
 Interpolation = Literal['nearest', 'bilinear', 'bicubic', 'area']
@@ -188,6 +189,8 @@ def quantile_threshold(cam: torch.Tensor, quantile: float,
         raise ValueError(f'quantile rule must be one of {QUANTILE_RULES}, got {rule!r}')
     if cam.dim() < 2:
         raise ValueError(f'cam must be [..., H, W], got shape {tuple(cam.shape)}')
+    if cam.is_cuda:  # the same masks from one sort, without a host round-trip per map
+        return quantile_threshold_sorted(cam, quantile)
     flat = cam.reshape(-1, *cam.shape[-2:])
     masks = torch.zeros(flat.shape, dtype=torch.bool, device=cam.device)
     for i, single in enumerate(flat):
