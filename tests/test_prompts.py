@@ -128,7 +128,7 @@ def test_patch_rng_depends_on_seed_and_key_only():
     assert not np.array_equal(a, patch_rng(1, 'patch_001').random(3))
 
 
-def test_pepm_head_from_arrays_paths_and_explicit(tmp_path):
+def test_pepm_head_from_arrays_pipeline_and_explicit(tmp_path):
     cv2 = pytest.importorskip('cv2')
     from mmseg_epsam.models.heads import PEPMPromptHead
 
@@ -142,15 +142,19 @@ def test_pepm_head_from_arrays_paths_and_explicit(tmp_path):
     np.testing.assert_allclose(from_arrays.point_coords, from_arrays.frame_coords * 2)
     assert _in_mask(from_arrays.frame_coords, initial_mask).all()
 
-    np.save(tmp_path / 'p1.npy', cam.astype(np.float16))
-    cv2.imwrite(str(tmp_path / 'p1.png'), initial_mask)
-    from_paths = head.prompts_for_sample(
-        dict(cam_path=str(tmp_path / 'p1.npy'), initial_mask_path=str(tmp_path / 'p1.png'),
-             patch_name='p1'), 'pepm', 128)
-    np.testing.assert_array_equal(from_arrays.point_coords, from_paths.point_coords)
-
+    # stage-1 files reach the head as arrays through the data pipeline; the head reads no file
+    from mmseg_epsam.datasets.transforms.load_cam import LoadCAMAndInitialMask
+    (tmp_path / 'cams' / 'val').mkdir(parents=True)
+    (tmp_path / 'initial_masks' / 'val').mkdir(parents=True)
+    np.save(tmp_path / 'cams' / 'val' / 'p1.npy', cam.astype(np.float16))
+    cv2.imwrite(str(tmp_path / 'initial_masks' / 'val' / 'p1.png'), initial_mask)
+    loaded = LoadCAMAndInitialMask(str(tmp_path), 'val').transform(
+        dict(patch_name='p1', img_path='p1.png'))
+    from_pipeline = head.prompts_for_sample(loaded, 'pepm', 128)
+    np.testing.assert_array_equal(from_arrays.point_coords, from_pipeline.point_coords)
     with pytest.raises(KeyError, match='LoadCAMAndInitialMask'):
-        head.prompts_for_sample(dict(img_path='x.png'), 'pepm', 128)
+        head.prompts_for_sample({k: loaded[k] for k in ('cam_path', 'initial_mask_path',
+                                                        'patch_name')}, 'pepm', 128)
 
     explicit = head.prompts_for_sample(
         dict(point_coords=np.array([[3, 4]]), point_labels=np.array([0]), img_shape=(64, 64)),

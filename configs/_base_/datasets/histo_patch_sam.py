@@ -8,7 +8,8 @@ data_root = 'data/demo'
 stage1_dir = 'work_dirs/epsam_demo/stage1'
 sam_meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
                  'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label', 'img_label',
-                 'patch_name', 'cam_path', 'initial_mask_path', 'cls_score')
+                 'patch_name', 'cam_path', 'initial_mask_path', 'cam', 'initial_mask',
+                 'cls_score')
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -17,14 +18,13 @@ train_pipeline = [
 # Used for pseudo-label generation (positives of train) and test: no augmentation.
 predict_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadCAMAndInitialMask', stage1_dir=stage1_dir, split='train',
-         load_arrays=False),
+    dict(type='LoadCAMAndInitialMask', stage1_dir=stage1_dir, split='train'),
     dict(type='PackSegInputs', meta_keys=sam_meta_keys),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadCAMAndInitialMask', stage1_dir=stage1_dir, split='test',
-         with_cls_score=True, load_arrays=False),
+         with_cls_score=True),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs', meta_keys=sam_meta_keys),
 ]

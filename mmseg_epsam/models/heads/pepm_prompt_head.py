@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from mmseg.registry import MODELS
-from mmseg_epsam.datasets.transforms.load_cam import load_cam, load_initial_mask
 from mmseg_epsam.functional.prompts import (SMALL_MASK_POLICIES, PromptSet, SmallMaskPolicy,
                                             build_prompt_set, mask_bounding_box, patch_rng,
                                             sample_negative_points, sample_pepm_points,
@@ -173,9 +172,9 @@ class PEPMPromptHead:
 
         ``'train'`` draws from ``target_mask``. ``'pepm'`` uses explicit prompts when
         ``metainfo`` has ``point_coords`` / ``point_labels`` (and optional ``box``), in the
-        frame of ``img_shape``; otherwise it reads ``cam`` / ``initial_mask`` arrays from
-        ``metainfo`` (set by ``LoadCAMAndInitialMask``), else loads ``cam_path`` /
-        ``initial_mask_path``; the patch key is ``patch_name`` (else ``img_path``).
+        frame of ``img_shape``; otherwise it uses the ``cam`` / ``initial_mask`` arrays of
+        ``metainfo`` (set by ``LoadCAMAndInitialMask``; the head reads no files); the patch
+        key is ``patch_name`` (else ``img_path``).
         ``gt_mask`` is used by the oracle point source only.
         """
         if mode not in PROMPT_MODES:
@@ -191,15 +190,10 @@ class PEPMPromptHead:
         cam = metainfo.get('cam')
         initial_mask = metainfo.get('initial_mask')
         if cam is None or initial_mask is None:
-            missing = [k for k in ('cam_path', 'initial_mask_path') if k not in metainfo]
-            if missing:
-                raise KeyError(
-                    f'PEPM prompts need cam/initial_mask arrays or {missing} in the data '
-                    f'sample metainfo of {metainfo.get("img_path", "?")}: add '
-                    "LoadCAMAndInitialMask to the pipeline and its keys to PackSegInputs' "
-                    'meta_keys')
-            cam = load_cam(metainfo['cam_path'])
-            initial_mask = load_initial_mask(metainfo['initial_mask_path'])
+            raise KeyError(
+                'PEPM prompts need the cam and initial_mask arrays in the data sample metainfo '
+                f'of {metainfo.get("img_path", "?")}: add LoadCAMAndInitialMask to the '
+                "pipeline and 'cam', 'initial_mask' to PackSegInputs' meta_keys")
         key = str(metainfo.get('patch_name') or metainfo.get('img_path', ''))
         try:
             return self.pepm_prompts(cam, initial_mask, target_length, key, gt_mask)

@@ -103,8 +103,8 @@ class SAMDecoderSegmentor(BaseSegmentor):
     Data: ``inputs`` are RGB images with values 0-255 (``SegDataPreProcessor`` with
     ``bgr_to_rgb=True`` and no ``mean``/``std``: SAM's normalisation happens here, after the
     resize, as in SAM). Training targets are ``gt_sem_seg`` (1 = tumour: the initial mask or
-    a pseudo-label). ``predict`` prompts each sample with PEPM from ``cam``/``initial_mask``
-    (or ``cam_path``/``initial_mask_path``) in its metainfo, or with explicit
+    a pseudo-label). ``predict`` prompts each sample with PEPM from the ``cam`` /
+    ``initial_mask`` arrays in its metainfo, or with explicit
     ``point_coords``/``point_labels`` in the ``img_shape`` frame; it returns ``seg_logits``
     (1xHxW) and ``pred_sem_seg`` at ``ori_shape``.
 
