@@ -9,8 +9,10 @@ _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_sam_decoder.py',
 ]
+# No flip / rot90 views (the reference's augmentation): each view is one more LiteMedSAM
+# encoding per patch, about 1-3 s on a CPU core.
 model = dict(embedding_cache=dict(cache_dir='work_dirs/epsam_demo/embedding_cache'),
-             encoder_batch_size=4)
+             encoder_batch_size=4, train_cfg=dict(_delete_=True, views=(), seed=0))
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=100)
 default_hooks = dict(
     logger=dict(interval=25, log_metric_by_epoch=False),
