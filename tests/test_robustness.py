@@ -16,18 +16,21 @@ import torch
 from conftest import ROOT, write_patch_dataset
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
 
 import mmseg_epsam  # noqa: F401
 from mmseg.registry import DATASETS, HOOKS
 from mmseg.utils import register_all_modules
 from mmseg_epsam.apis import EPSAMPipeline, PipelineConfigError, StageChanged
-from mmseg_epsam.apis.pipeline import describe_changes, last_checkpoint
+from mmseg_epsam.apis.pipeline import describe_changes
 from mmseg_epsam.cache.embedding_cache import EmbeddingCache
 from mmseg_epsam.datasets import MaskValueError, PatchDatasetError, read_mask
 from mmseg_epsam.datasets.masks import parse_mask_values
 from mmseg_epsam.datasets.transforms.load_cam import load_cam, load_initial_mask
 from mmseg_epsam.engine.cam_generation import SplitWriter
 from mmseg_epsam.utils import io as atomic_io
+from mmseg_epsam.utils.checkpoint import trusted_mmengine_checkpoints
 from mmseg_epsam.utils.lock import WorkDirLock, WorkDirLocked
 
 register_all_modules(init_default_scope=True)
@@ -377,40 +380,83 @@ def test_checkpoint_trained_with_another_model_lists_the_keys():
 
 
 # ---------------------------------------------------------------- resume = no interruption
-@HOOKS.register_module(force=True)
-class KillAtEpochHook(Hook):
-    """Stops training when ``epoch`` starts, as a kill -9 just after a checkpoint would."""
+class _AugmentedNumbers(torch.utils.data.Dataset):
+    """Eight vectors with a NumPy-random augmentation, as image transforms draw."""
 
-    def __init__(self, epoch):
-        self.epoch = epoch
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return dict(inputs=torch.full((4, ), float(index)) + torch.from_numpy(
+            np.random.rand(4).astype(np.float32)))
+
+
+class _DropoutModel(BaseModel):
+    """A linear model with an ADL-like torch draw in every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        drop = float(torch.rand(()) < 0.5)
+        out = self.linear(inputs * (1.0 + drop))
+        return dict(loss=(out - 1).pow(2).mean()) if mode == 'loss' else out
+
+
+@HOOKS.register_module(force=True)
+class KillAtHook(Hook):
+    """Stops training at an epoch start or after an iteration (after its checkpoint), as a
+    kill -9 would."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, epoch=None, iteration=None):
+        self.epoch, self.iteration = epoch, iteration
 
     def before_train_epoch(self, runner):
         if runner.epoch == self.epoch:
-            raise KeyboardInterrupt(f'killed at epoch {self.epoch}')
+            raise KeyboardInterrupt
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.iteration:
+            raise KeyboardInterrupt
 
 
-def test_a_killed_and_resumed_classifier_equals_an_uninterrupted_one(tmp_path):
-    data_root = str(tmp_path / 'data')
-    for split in ('train', 'val', 'test'):
-        write_patch_dataset(data_root, split, n_pos=1, n_neg=1, size=64)
-    options = {'classifier.cfg_options': {
-        'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 1,
-        'train_dataloader.batch_size': 2, 'default_hooks.checkpoint.interval': 1}}
+def _train_toy(work_dir, by_epoch, hooks, resume=False):
+    loop = dict(by_epoch=True, max_epochs=3) if by_epoch else dict(by_epoch=False,
+                                                                    max_iters=10)
+    torch.manual_seed(0)  # the same initial weights in every run
+    runner = Runner(
+        model=_DropoutModel(), work_dir=work_dir,
+        train_dataloader=dict(
+            dataset=_AugmentedNumbers(), batch_size=2, num_workers=1,
+            sampler=dict(type='DefaultSampler' if by_epoch else 'InfiniteSampler',
+                         shuffle=True),
+            collate_fn=dict(type='default_collate'),
+            worker_init_fn=dict(type='seed_worker_from_torch')),
+        train_cfg=loop, optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
+                                           by_epoch=by_epoch)),
+        custom_hooks=hooks, randomness=dict(seed=3), resume=resume, default_scope='mmseg',
+        experiment_name=f'toy_{osp.basename(work_dir)}_{len(hooks)}_{resume}')
+    with trusted_mmengine_checkpoints():
+        runner.train()
+    return runner.model.linear.weight.detach().clone()
+
+
+@pytest.mark.parametrize('by_epoch, kill', [(True, dict(epoch=1)),
+                                            (False, dict(iteration=4))])
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, by_epoch, kill):
     weights = {}
-    for name in ('uninterrupted', 'killed'):
-        pipeline = _pipeline(tmp_path / name, data_root, **options)
-        stage_cfg = pipeline.stage_config(pipeline.cfg.classifier, 'classifier')
-        if name == 'killed':
-            killed_cfg = stage_cfg.copy()
-            killed_cfg.custom_hooks = list(killed_cfg.get('custom_hooks', [])) + [
-                dict(type='KillAtEpochHook', epoch=1)]
-            with pytest.raises(KeyboardInterrupt):
-                pipeline._train(killed_cfg)
-            assert last_checkpoint(stage_cfg.work_dir).endswith('epoch_1.pth')
-        pipeline._train(stage_cfg)
-        checkpoint = torch.load(last_checkpoint(stage_cfg.work_dir), map_location='cpu',
-                                weights_only=False)
-        assert checkpoint['meta']['epoch'] == 2
-        weights[name] = checkpoint['state_dict']
-    for key, value in weights['uninterrupted'].items():
-        assert torch.equal(value, weights['killed'][key]), key
+    for hooked in (True, False):
+        randomness = [dict(type='ResumableRandomnessHook')] if hooked else []
+        uninterrupted = _train_toy(str(tmp_path / f'whole{hooked}'), by_epoch, randomness)
+        killed_dir = str(tmp_path / f'killed{hooked}')
+        with pytest.raises(KeyboardInterrupt):
+            _train_toy(killed_dir, by_epoch, randomness + [dict(type='KillAtHook', **kill)])
+        resumed = _train_toy(killed_dir, by_epoch, randomness, resume=True)
+        weights[hooked] = (uninterrupted, resumed)
+    assert torch.equal(*weights[True])
+    # without the hook the resumed run restarts the random streams: other weights
+    assert not torch.equal(*weights[False])
