@@ -460,3 +460,17 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, by_epoch
     assert torch.equal(*weights[True])
     # without the hook the resumed run restarts the random streams: other weights
     assert not torch.equal(*weights[False])
+
+
+def test_the_run_records_its_config_with_absolute_paths(tmp_path):
+    data_root = str(tmp_path / 'data')
+    pipeline = _pipeline(tmp_path, data_root, **{'rounds.ids_threshold': 0.5})
+    path = tmp_path / 'pipeline_config.py'
+    path.write_text(pipeline.recorded_config().pretty_text)
+    recorded = Config.fromfile(str(path))
+    assert recorded.rounds.ids_threshold == 0.5
+    assert recorded.classifier.config == osp.join(ROOT, 'configs', 'epsam',
+                                                  'classifier_demo.py')
+    assert recorded.work_dir == str(tmp_path / 'work') and recorded.data_root == data_root
+    # a pipeline built from the recorded file finds the same stage configs
+    EPSAMPipeline(recorded, str(path)).stage_config(recorded.classifier, 'classifier')

@@ -647,6 +647,20 @@ class EPSAMPipeline:
                       channel_order='bgr')
         return out_dir
 
+    def recorded_config(self) -> Config:
+        """The pipeline config as this run uses it (command-line options included), with
+        absolute paths, so that it can be given to the tools that read a finished run
+        (``tools/infer_wsi.py <work_dir>/pipeline_config.py <work_dir> ...``)."""
+        recorded = Config(copy.deepcopy(self.cfg.to_dict()))
+        for section in ('classifier', 'decoder'):
+            recorded[section]['config'] = osp.join(self.config_dir, self.cfg[section]['config'])
+        recorded.work_dir = self.work_dir
+        recorded.decoder.sam_checkpoint = self.sam_checkpoint and osp.abspath(
+            self.sam_checkpoint)
+        if self.data_root is not None:
+            recorded.data_root = osp.abspath(self.data_root)
+        return recorded
+
     # ------------------------------------------------------------------ driver
     def stages_until(self, until: Optional[str] = None) -> List[str]:
         """The stages in order, up to and including ``until`` (None: all).
@@ -710,9 +724,8 @@ class EPSAMPipeline:
             if force is not None:
                 self.clear_from(force)
             self.check_inputs(stages)
-            # The settings this run used, --cfg-options included, for the tools that read a
-            # finished run (tools/infer_wsi.py).
-            write_text(osp.join(self.work_dir, 'pipeline_config.py'), self.cfg.pretty_text)
+            write_text(osp.join(self.work_dir, 'pipeline_config.py'),
+                       self.recorded_config().pretty_text)
             for stage in stages:
                 self._run_stage(stage)
             if until is not None and until != self.stage_names()[-1]:

@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 
 from mmseg_epsam.utils import io as atomic_io
