@@ -235,6 +235,22 @@ def test_inputs_are_checked_before_any_training(tmp_path):
     assert not osp.exists(tmp_path / 'work' / 'classifier')
 
 
+def test_run_pipeline_rejects_0_255_masks_before_training(tmp_path):
+    data_root = str(tmp_path / 'data')
+    for split in ('train', 'val', 'test'):
+        write_patch_dataset(data_root, split, n_pos=1, n_neg=1)
+    _as_0_255(data_root, 'val')
+    result = subprocess.run(
+        [sys.executable, 'tools/run_pipeline.py', DEMO_CONFIG, '--work-dir',
+         str(tmp_path / 'work'), '--data-root', data_root], cwd=ROOT, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode != 0
+    assert 'ann_dir/val/val_000.png: mask values must be 0 (background) and 1 (tumour); ' \
+           'found 0, 255' in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert not osp.exists(tmp_path / 'work' / 'classifier')
+
+
 def test_a_bad_sam_checkpoint_is_found_at_start(tmp_path):
     data_root = str(tmp_path / 'data')
     for split in ('train', 'val', 'test'):
@@ -273,6 +289,19 @@ def test_a_changed_setting_stops_with_what_changed_and_force(tmp_path):
     os.utime(image, ns=(1, 1))
     with pytest.raises(StageChanged, match='input split train changed'):
         _pipeline(tmp_path, data_root)._run_stage('classifier')
+
+
+def test_a_record_without_fingerprint_is_adopted_once(tmp_path):
+    data_root = str(tmp_path / 'data')
+    for split in ('train', 'val', 'test'):
+        write_patch_dataset(data_root, split, n_pos=1, n_neg=1)
+    pipeline = _pipeline(tmp_path, data_root)
+    os.makedirs(osp.join(pipeline.work_dir, 'classifier'))
+    pipeline._finish('classifier', dict(checkpoint=None, selection='last'))
+    pipeline._run_stage('classifier')  # skipped, not retrained
+    record = pipeline.stage_record('classifier')
+    assert record['selection'] == 'last'
+    assert record['fingerprint'] == pipeline.stage_fingerprint('classifier')
 
 
 def test_adding_a_sam_checkpoint_is_a_change_of_the_decoder_stages(tmp_path):

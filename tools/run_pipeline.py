@@ -20,6 +20,7 @@ from mmengine.logging import print_log
 import mmseg_epsam  # noqa: F401  (registers the plugin)
 from mmseg.utils import register_all_modules
 from mmseg_epsam.apis import EPSAMPipeline, PipelineConfigError, StageChanged
+from mmseg_epsam.datasets import MaskValueError, PatchDatasetError
 from mmseg_epsam.utils.lock import WorkDirLocked
 
 
@@ -73,7 +74,7 @@ def main() -> None:
                              f'are {", ".join(pipeline.stage_names())}')
     try:
         pipeline.run(until=args.until, force=args.force)
-    except (StageChanged, WorkDirLocked) as err:
+    except (StageChanged, WorkDirLocked, MaskValueError, PatchDatasetError) as err:
         raise SystemExit(str(err)) from err
 
 

@@ -231,10 +231,8 @@ def folder_listing(folder: str) -> Dict[str, int]:
     return listing
 
 
-def describe_changes(old: Optional[dict], new: dict) -> List[str]:
+def describe_changes(old: dict, new: dict) -> List[str]:
     """What differs between two stage fingerprints, one line per setting/input/upstream."""
-    if not old:
-        return ['the record has no fingerprint (made by an older version of the pipeline)']
     lines = []
     for part, label in (('settings', 'setting'), ('inputs', 'input')):
         before, after = old.get(part, {}), new.get(part, {})
@@ -747,6 +745,11 @@ class EPSAMPipeline:
             return
         fingerprint = self.stage_fingerprint(stage)
         record = self.stage_record(stage)
+        if record is not None and 'fingerprint' not in record:
+            self.logger.warning(f'[{stage}] finished before stage records had fingerprints: '
+                                'taken as made with the current settings and inputs, which '
+                                f'are now recorded (--force {stage} to recompute it)')
+            record = self._finish(stage, dict(record, fingerprint=fingerprint))
         if record is not None:
             changes = describe_changes(record.get('fingerprint'), fingerprint)
             problems = self._output_problems(stage, record)

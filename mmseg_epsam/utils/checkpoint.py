@@ -92,9 +92,9 @@ def checkpoint_config_differences(checkpoint: dict, cfg: Config,
     """How ``cfg[section]`` differs from the config an MMEngine checkpoint was trained with.
 
     MMEngine stores the run's config text in ``checkpoint['meta']['cfg']``. Returns one
-    ``'key: checkpoint value -> given value'`` line per differing key (``init_cfg`` keys,
-    which only say where the initial weights came from, are left out); an empty list when
-    they agree or the checkpoint records no config.
+    ``'key: checkpoint value -> given value'`` line per differing key (``init_cfg`` and
+    ``pretrained`` keys, which only say where the initial weights came from, are left out);
+    an empty list when they agree or the checkpoint records no config.
     """
     text = (checkpoint.get('meta') or {}).get('cfg') if isinstance(checkpoint, dict) else None
     if not text:
@@ -104,7 +104,7 @@ def checkpoint_config_differences(checkpoint: dict, cfg: Config,
     stored, given = _flat(stored), _flat(given)
     lines = []
     for key in sorted(set(stored) | set(given)):
-        if 'init_cfg' in key.split('.') or stored.get(key) == given.get(key):
+        if {'init_cfg', 'pretrained'} & set(key.split('.')) or stored.get(key) == given.get(key):
             continue
         lines.append(f'{section}.{key}: {stored.get(key, "<unset>")} -> '
                      f'{given.get(key, "<unset>")}')
