@@ -503,3 +503,13 @@ def test_the_run_records_its_config_with_absolute_paths(tmp_path):
     assert recorded.work_dir == str(tmp_path / 'work') and recorded.data_root == data_root
     # a pipeline built from the recorded file finds the same stage configs
     EPSAMPipeline(recorded, str(path)).stage_config(recorded.classifier, 'classifier')
+
+
+def test_weights_of_another_shape_name_the_checkpoint(tmp_path):
+    from mmseg_epsam.engine.cam_generation import load_classifier_checkpoint
+    path = str(tmp_path / 'other_fusion.pth')
+    state_dict = {'weight': torch.zeros(3, 5), 'bias': torch.zeros(3)}
+    torch.save(dict(meta=dict(), state_dict=state_dict), path)
+    with pytest.raises(RuntimeError, match=r'(?s)other_fusion\.pth: its weights do not fit '
+                                           r'the configured Linear.*size mismatch'):
+        load_classifier_checkpoint(torch.nn.Linear(4, 3), path)

@@ -74,7 +74,12 @@ def load_classifier_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
         raise RuntimeError(f'{checkpoint}: not an MMEngine checkpoint (no "state_dict" entry)')
     state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
                   for k, v in state_dict.items()}
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:  # shapes of another architecture
+        raise RuntimeError(f'{checkpoint}: its weights do not fit the configured '
+                           f'{type(model).__name__} ({exc}); is it a checkpoint of this '
+                           'config?') from exc
     if missing or unexpected:
         raise RuntimeError(
             f'{checkpoint}: its weights do not fit the configured {type(model).__name__}: '
