@@ -11,7 +11,7 @@ them (see ``configs/epsam/epsam_demo.py``)::
                   + round-(K+1) pseudo-labels, K < num_rounds  -> <work_dir>/round_(K+1)/
     test          gate -> CAM -> PEPM -> SAM on the test split -> <work_dir>/test/
 
-Bookkeeping (README "Reliability"):
+Bookkeeping (README, "What each stage writes"):
 
 * every pipeline key is checked at start (a misspelt key is an error with a "did you
   mean"), and so are the settings' values, the SAM checkpoint (opened, keys checked) and
@@ -25,7 +25,8 @@ Bookkeeping (README "Reliability"):
   generation). When the fingerprint differs, the derived stages (``pseudo_label_dataset``,
   ``test``) are recomputed, and the others stop the run with a message naming what changed:
   ``--force STAGE`` deletes that stage's outputs and those of every later stage and
-  recomputes them. Raising ``rounds.num_rounds`` continues a finished run;
+  recomputes them. Raising ``rounds.num_rounds`` continues a finished run; a record
+  written before fingerprints existed is adopted once, with a warning;
 * ``summary.json`` is deleted when a run starts and rebuilt from the records at its end.
 """
 import copy
