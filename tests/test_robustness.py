@@ -513,3 +513,30 @@ def test_weights_of_another_shape_name_the_checkpoint(tmp_path):
     with pytest.raises(RuntimeError, match=r'(?s)other_fusion\.pth: its weights do not fit '
                                            r'the configured Linear.*size mismatch'):
         load_classifier_checkpoint(torch.nn.Linear(4, 3), path)
+
+
+
+def test_infer_wsi_uses_the_settings_the_run_recorded(tmp_path, monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'infer_wsi_tool', osp.join(ROOT, 'tools', 'infer_wsi.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    used = []
+
+    def stop(config, *args, **kwargs):
+        used.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tool, 'build_epsam_tile_predictor', stop)
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    argv = [DEMO_CONFIG, str(work_dir), 'slide.svs', '--out', str(tmp_path / 'out')]
+    for recorded in (False, True):
+        if recorded:
+            (work_dir / 'pipeline_config.py').write_text("cam = dict(preset='reference')\n")
+        with pytest.raises(KeyboardInterrupt):
+            tool.main(argv)
+    with pytest.raises(KeyboardInterrupt):
+        tool.main(argv + ['--use-given-config'])
+    assert used == [DEMO_CONFIG, str(work_dir / 'pipeline_config.py'), DEMO_CONFIG]

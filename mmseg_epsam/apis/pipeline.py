@@ -59,6 +59,7 @@ from ..utils.pictures import render_panels
 
 DONE_FILE = 'stage_done.json'
 STARTED_FILE = 'stage_started.json'
+RECORDED_CONFIG = 'pipeline_config.py'  # the pipeline config a run used, in its work dir
 RESET_MODES = ('pretrained', 'random', 'previous')
 #: The keys of a pipeline config, by section ('' = top level); any other is an error.
 PIPELINE_KEYS = {
@@ -723,7 +724,7 @@ class EPSAMPipeline:
             if force is not None:
                 self.clear_from(force)
             self.check_inputs(stages)
-            write_text(osp.join(self.work_dir, 'pipeline_config.py'),
+            write_text(osp.join(self.work_dir, RECORDED_CONFIG),
                        self.recorded_config().pretty_text)
             for stage in stages:
                 self._run_stage(stage)
