@@ -538,3 +538,32 @@ def test_smoke_real_aperio_slide(pipeline_work_dir, tmp_path):
         assert float(tiff.properties['openslide.mpp-x']) == pytest.approx(0.499 * 4)
     with open(summary['outputs']['geojson']) as f:
         assert json.load(f)['type'] == 'FeatureCollection'
+
+
+def test_a_decoder_checkpoint_of_another_model_is_refused(pipeline_work_dir, tmp_path):
+    """The config MMEngine stores in a checkpoint is compared with the pipeline's stage config;
+    a model difference is an error that lists the differing keys."""
+    import shutil
+
+    import torch
+    from mmengine.config import Config
+
+    from mmseg_epsam.apis import EPSAMPipeline
+    from mmseg_epsam.apis.tile_predictor import build_epsam_tile_predictor
+    work_dir = str(tmp_path / 'run')
+    shutil.copytree(pipeline_work_dir, work_dir)
+    decoder = osp.join(work_dir, 'decoder_r0', 'untrained.pth')
+    cfg = Config.fromfile(PIPELINE_CONFIG)
+    cfg.work_dir = work_dir
+    stage_cfg = EPSAMPipeline(cfg, PIPELINE_CONFIG)._decoder_config('decoder')
+    checkpoint = torch.load(decoder, weights_only=False)
+    checkpoint['meta'] = dict(cfg=stage_cfg.pretty_text)  # as MMEngine stores it
+    torch.save(checkpoint, decoder)
+    build_epsam_tile_predictor(PIPELINE_CONFIG, work_dir,
+                               decoder_checkpoint=decoder)  # same model: accepted
+    stage_cfg.model.prompt_head.num_points = 7
+    checkpoint['meta'] = dict(cfg=stage_cfg.pretty_text)
+    torch.save(checkpoint, decoder)
+    with pytest.raises(ValueError, match=r'untrained.pth was trained with another model(.|\n)*'
+                                         r'model.prompt_head.num_points: 7 -> 50'):
+        build_epsam_tile_predictor(PIPELINE_CONFIG, work_dir, decoder_checkpoint=decoder)

@@ -44,10 +44,12 @@ def minimal_configs(data_root, stage1_dir):
         ('TRANSFORMS', 'LoadCAMAndInitialMask'): dict(
             type='LoadCAMAndInitialMask', stage1_dir=stage1_dir, split='train'),
         ('TRANSFORMS', 'RandomRot90'): dict(type='RandomRot90'),
+        ('TRANSFORMS', 'LoadPatchMask'): dict(type='LoadPatchMask', mask_values=(0, 255)),
         ('METRICS', 'EPSAMMetric'): dict(type='EPSAMMetric'),
         ('METRICS', 'ImageLabelMetric'): dict(type='ImageLabelMetric'),
         ('HOOKS', 'CAMGeneratorHook'): dict(type='CAMGeneratorHook', preset='camelyon17'),
         ('HOOKS', 'DecoderResetHook'): dict(type='DecoderResetHook', mode='random'),
+        ('HOOKS', 'ResumableRandomnessHook'): dict(type='ResumableRandomnessHook'),
         ('HOOKS', 'PseudoLabelGeneratorHook'): dict(
             type='PseudoLabelGeneratorHook', dataset=patches, round_dir=stage1_dir),
         ('RUNNERS', 'EPSAMRunner'): None,  # built from a whole config in test_tools_train_test

@@ -11,6 +11,9 @@ import pytest
 from conftest import ROOT, run_tool, write_patch_dataset
 
 STAGES = ('classifier', 'cams', 'decoder_r0', 'decoder_r1', 'pseudo_label_dataset', 'test')
+CLASSIFIER_OPTIONS = ('classifier.cfg_options.randomness.seed=1',
+                      'classifier.cfg_options.train_cfg.max_epochs=1',
+                      'classifier.cfg_options.train_dataloader.batch_size=2')
 
 
 def run_pipeline(data_root, work_dir, *extra):
@@ -19,9 +22,7 @@ def run_pipeline(data_root, work_dir, *extra):
     # 256-px demo classifier, and decoder_r0 then stops with its 'every one is empty' error).
     return run_tool('tools/run_pipeline.py', 'tests/configs/epsam_tiny_sam.py',
            '--work-dir', work_dir, '--data-root', data_root, '--cfg-options',
-           'classifier.cfg_options.randomness.seed=1',
-           'classifier.cfg_options.train_cfg.max_epochs=1',
-           'classifier.cfg_options.train_dataloader.batch_size=2',
+           *CLASSIFIER_OPTIONS,
            'decoder.cfg_options.train_cfg.max_iters=2',
            'decoder.cfg_options.train_dataloader.batch_size=2',
            'rounds.num_rounds=1', 'rounds.ids_threshold=0.0', *extra)
@@ -95,10 +96,12 @@ def test_until_stops_after_the_stage_and_a_rerun_continues(tmp_path):
             stage == 'classifier'), stage
     # q = 1 drops every activation: all initial masks empty, so decoder_r0 has nothing
     # to train on and must say so (naming stage 1) instead of failing obscurely
+    # the classifier settings are those of the first run (other ones would be refused)
     result = subprocess.run(
         [sys.executable, 'tools/run_pipeline.py', 'tests/configs/epsam_tiny_sam.py', '--work-dir',
          work_dir, '--data-root', data_root, '--until', 'decoder_r0', '--cfg-options',
-         'cam.postprocess.quantile=1.0', 'decoder.cfg_options.train_cfg.max_iters=2'],
+         *CLASSIFIER_OPTIONS, 'cam.postprocess.quantile=1.0',
+         'decoder.cfg_options.train_cfg.max_iters=2'],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert '[classifier] done earlier: skipped' in result.stdout + result.stderr
@@ -120,3 +123,50 @@ def test_until_an_unknown_stage_names_the_stages(tmp_path):
     assert result.returncode != 0
     assert "--until 'decoder': unknown stage" in result.stderr
     assert 'classifier, cams, decoder_r0' in result.stderr
+
+
+def test_a_deleted_initial_mask_is_regenerated_and_nothing_else_reruns(pipeline_run):
+    data_root, work_dir, _ = pipeline_run
+    mask_dir = osp.join(work_dir, 'stage1', 'initial_masks', 'train')
+    name = sorted(os.listdir(mask_dir))[0]
+    before = open(osp.join(mask_dir, name), 'rb').read()
+    os.remove(osp.join(mask_dir, name))
+    log = run_pipeline(data_root, work_dir)
+    assert 'were deleted, added or resized: regenerating what is missing' in log
+    assert open(osp.join(mask_dir, name), 'rb').read() == before
+    for stage in STAGES[2:]:  # the same files again: nothing downstream is redone
+        assert f'[{stage}] done earlier: skipped' in log
+
+
+def test_a_changed_decoder_setting_is_refused_then_forced(pipeline_run):
+    data_root, work_dir, _ = pipeline_run
+    result = subprocess.run(
+        [sys.executable, 'tools/run_pipeline.py', 'configs/epsam/epsam_demo.py', '--work-dir',
+         work_dir, '--data-root', data_root, '--cfg-options', *CLASSIFIER_OPTIONS,
+         'decoder.cfg_options.train_cfg.max_iters=3', 'decoder.cfg_options.train_dataloader'
+         '.batch_size=2', 'rounds.num_rounds=1', 'rounds.ids_threshold=0.0'],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert '[decoder_r0] its outputs were made with other settings' in result.stderr
+    assert 'setting train_cfg.max_iters: 2 -> 3' in result.stderr
+    assert '--force decoder_r0' in result.stderr
+    assert not osp.exists(osp.join(work_dir, 'summary.json'))  # never a stale summary
+    assert osp.isfile(osp.join(work_dir, 'decoder_r0', 'stage_done.json'))  # kept
+
+
+def test_raising_num_rounds_continues_a_finished_run(pipeline_run):
+    data_root, work_dir, _ = pipeline_run
+    last = json.load(open(osp.join(work_dir, 'decoder_r1', 'stage_done.json')))
+    log = run_pipeline(data_root, work_dir, 'rounds.num_rounds=2')
+    for stage in ('classifier', 'cams', 'decoder_r0'):
+        assert f'[{stage}] done earlier: skipped' in log
+    summary = json.load(open(osp.join(work_dir, 'summary.json')))
+    if last['status'] == 'trained':
+        assert '[decoder_r1] continuing: rounds.num_rounds=2' in log
+        assert osp.isfile(osp.join(work_dir, 'round_2', 'ids_table.csv'))
+        assert osp.isfile(osp.join(work_dir, 'decoder_r2', 'stage_done.json'))
+        assert [row['what'] for row in summary['rounds']][-1].startswith('round 2 ')
+    else:  # round 1 kept nothing: the rounds stopped there, and still do
+        assert '[decoder_r2] not run: an earlier round kept no pseudo-label' in log
+    assert '[test] recomputing' in log or '[test] done earlier' in log
+    assert summary['test']['num_pos'] == 3

@@ -3,14 +3,16 @@
     python tools/generate_cams.py CONFIG CHECKPOINT [--splits train val test]
         [--out-dir DIR] [--preset camelyon16] [--method cam] [--views-per-forward 4] [--show]
         [--postprocess rotate_fuse=False opening_size="(1,1)" ...]
-        [--cfg-options KEY=VALUE ...]
+        [--mask-values 0,1] [--cfg-options KEY=VALUE ...]
 
 For each patch of each split (train: positive patches; val/test: all, scored against GT) it
 writes the fused CAM (float16 .npy), the initial mask (PNG 0/1) and a manifest row, resuming
 where an earlier run stopped; see :mod:`mmseg_epsam.engine.cam_generation`. ``--method``
 picks the paper's CAM or GradCAM / GradCAM++ / EigenCAM (paper Table 3); ``--postprocess``
 overrides any field of the preset (e.g. ``rotate_fuse=False``, ``quantile=None
-fixed_threshold=0.5``, ``opening_size="(1,1)"``: each post-processing step on or off).
+fixed_threshold=0.5``, ``opening_size="(1,1)"``: each post-processing step on or off). A
+checkpoint trained with another model config (MMEngine keeps it in the checkpoint's ``meta``)
+is refused, listing the keys that differ.
 """
 import argparse
 import os.path as osp
@@ -22,11 +24,13 @@ from mmengine.registry import init_default_scope
 
 import mmseg_epsam  # noqa: F401  (registers the plugin; configs' custom_imports are not run)
 from mmseg.registry import DATASETS, MODELS
+from mmseg_epsam.datasets.masks import parse_mask_values
 from mmseg_epsam.engine.cam_generation import (DEFAULT_GATE_THRESHOLD, generate_cams,
                                                generation_dataset_cfg,
                                                load_classifier_checkpoint)
 from mmseg_epsam.functional.cam import CAM_POSTPROCESS_PRESETS, cam_postprocess
 from mmseg_epsam.models.classifiers import CAM_METHODS
+from mmseg_epsam.utils.checkpoint import checkpoint_config_differences, load_from_trusted_local
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,6 +63,9 @@ def parse_args() -> argparse.Namespace:
                         help='classifier probability below which the gated mask is empty')
     parser.add_argument('--overwrite', action='store_true',
                         help='regenerate outputs made with other settings or another model')
+    parser.add_argument('--mask-values', type=parse_mask_values, default=(0, 1),
+                        metavar='BG,TUMOUR',
+                        help='values of the ground-truth mask files, e.g. 0,255 (default 0,1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, KEY=VALUE')
     return parser.parse_args()
@@ -92,11 +99,17 @@ def main() -> None:
     if not hasattr(model, 'compute_cam'):
         raise TypeError(f'{args.config}: model {type(model).__name__} has no compute_cam; '
                         f'use a patch classifier config (EPSAMPatchClassifier)')
+    differences = checkpoint_config_differences(
+        load_from_trusted_local(args.checkpoint, map_location='cpu'), cfg)
+    if differences:
+        raise SystemExit(f'{args.checkpoint} was trained with another model than {args.config} '
+                         '(checkpoint -> config):\n  ' + '\n  '.join(differences))
     load_classifier_checkpoint(model, args.checkpoint)
     model.to(args.device).eval()
     logger.info(f'Loaded {args.checkpoint} into {type(model).__name__} on {args.device}')
 
-    datasets = {split: DATASETS.build(generation_dataset_cfg(cfg, split))
+    datasets = {split: DATASETS.build(dict(generation_dataset_cfg(cfg, split),
+                                           mask_values=args.mask_values))
                 for split in args.splits}
     summaries = generate_cams(model, datasets, out_dir, postprocess, method=args.method,
                               views_per_forward=args.views_per_forward,

@@ -11,7 +11,9 @@ e.g. after ``python tools/run_pipeline.py configs/epsam/epsam_demo.py``::
         slide1.svs slide2.tif --out work_dirs/wsi
 
 The classifier and the final SAM decoder come from the pipeline run in PIPELINE_WORK_DIR
-(or the given checkpoints). Per slide, under ``DIR/<slide name>/``: ``*_mask.tif`` and
+(or the given checkpoints), with the settings that run used: its recorded
+``PIPELINE_WORK_DIR/pipeline_config.py`` (command-line options included) replaces
+PIPELINE_CONFIG unless ``--use-given-config``. Per slide, under ``DIR/<slide name>/``: ``*_mask.tif`` and
 ``*_probability.tif`` (pyramidal TIFFs with µm/px), ``*_tumour.geojson`` (QuPath: File >
 Import objects), ``*_thumbnail.png``, ``*_summary.json`` and the tile checkpoint
 ``*_tiles.sqlite`` (rerunning resumes from it). A slide that fails (unreadable, no µm/px and
@@ -35,6 +37,7 @@ import mmseg_epsam  # noqa: F401  (registers the plugin; configs' custom_imports
 from mmseg.utils import register_all_modules
 from mmseg_epsam.apis.tile_predictor import build_epsam_tile_predictor
 from mmseg_epsam.apis.wsi_inference import WSIInferencer, WSIInferenceSettings
+from mmseg_epsam.apis.pipeline import RECORDED_CONFIG
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -71,6 +74,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--classifier-gate', type=float,
                         help='override the decoder config\'s classifier gate (0: no gate)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--use-given-config', action='store_true',
+                        help="use CONFIG even where the run recorded its own settings "
+                             "(<work_dir>/pipeline_config.py)")
     parser.add_argument('--overwrite', action='store_true',
                         help='discard checkpointed tiles and outputs of earlier runs')
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
@@ -111,8 +117,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     overlap=args.overlap, batch_size=args.batch_size,
                                     output_factor=args.output_factor,
                                     min_tissue_fraction=args.min_tissue)
+    config = args.config
+    recorded = osp.join(args.work_dir, RECORDED_CONFIG)
+    if osp.isfile(recorded) and not args.use_given_config:
+        logger.info(f'Using the settings the run recorded, {recorded}, instead of '
+                    f'{args.config} (--use-given-config to keep it)')
+        config = recorded
     predictor = build_epsam_tile_predictor(
-        args.config, args.work_dir, classifier_checkpoint=args.classifier_checkpoint,
+        config, args.work_dir, classifier_checkpoint=args.classifier_checkpoint,
         decoder_checkpoint=args.decoder_checkpoint, sam_checkpoint=args.sam_checkpoint,
         classifier_gate=args.classifier_gate, device=args.device)
     description = predictor.describe()

@@ -6,7 +6,9 @@
 
 Stages: classifier -> cams -> decoder_r0 (+ round-1 pseudo-labels) -> decoder_r1 ... ->
 test. Rerunning resumes an interrupted stage and skips finished ones; ``--until STAGE``
-stops after that stage (e.g. ``--until cams`` to inspect the initial masks first).
+stops after that stage (e.g. ``--until cams`` to inspect the initial masks first). A
+finished stage made with other settings or inputs stops the run with what changed;
+``--force STAGE`` recomputes it and every later stage. One run at a time per work dir.
 """
 import argparse
 import logging
@@ -17,7 +19,9 @@ from mmengine.logging import print_log
 
 import mmseg_epsam  # noqa: F401  (registers the plugin)
 from mmseg.utils import register_all_modules
-from mmseg_epsam.apis import EPSAMPipeline
+from mmseg_epsam.apis import EPSAMPipeline, PipelineConfigError, StageChanged
+from mmseg_epsam.datasets import MaskValueError, PatchDatasetError
+from mmseg_epsam.utils.lock import WorkDirLocked
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,6 +37,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--until', metavar='STAGE',
                         help='stop after this stage (classifier, cams, decoder_rK, '
                              'pseudo_label_dataset, test)')
+    parser.add_argument('--force', metavar='STAGE',
+                        help='delete the outputs of this stage and of every later stage, '
+                             'and recompute them')
+    parser.add_argument('--mask-values', metavar='BG,TUMOUR',
+                        help='values of the mask files, e.g. 0,255 (default 0,1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override pipeline settings, e.g. rounds.num_rounds=1')
     return parser.parse_args()
@@ -48,19 +57,27 @@ def main() -> None:
         cfg.work_dir = args.work_dir
     if args.data_root:
         cfg.data_root = args.data_root
+    if args.mask_values:
+        cfg.mask_values = args.mask_values
     if args.sam_checkpoint and not osp.isfile(args.sam_checkpoint):
         raise SystemExit(f'{args.sam_checkpoint}: SAM checkpoint not found')
-    pipeline = EPSAMPipeline(cfg, args.config, sam_checkpoint=args.sam_checkpoint)
+    try:
+        pipeline = EPSAMPipeline(cfg, args.config, sam_checkpoint=args.sam_checkpoint)
+    except PipelineConfigError as err:
+        raise SystemExit(f'{args.config}: {err}') from err
     sam_model = pipeline.describe_sam()
     print_log(f'SAM stages: {sam_model}', logger='current')
     if 'RANDOM' in sam_model:
         print_log('!' * 78 + '\nThe SAM stages run with RANDOM weights (tests only).\n'
                   + '!' * 78, logger='current', level=logging.WARNING)
+    for option, stage in (('--until', args.until), ('--force', args.force)):
+        if stage is not None and stage not in pipeline.stage_names():  # before any work
+            raise SystemExit(f'{option} {stage!r}: unknown stage; the stages of this pipeline '
+                             f'are {", ".join(pipeline.stage_names())}')
     try:
-        pipeline.stages_until(args.until)  # an unknown stage name fails before any work
-    except ValueError as err:
+        pipeline.run(until=args.until, force=args.force)
+    except (StageChanged, WorkDirLocked, MaskValueError, PatchDatasetError) as err:
         raise SystemExit(str(err)) from err
-    pipeline.run(until=args.until)
 
 
 if __name__ == '__main__':

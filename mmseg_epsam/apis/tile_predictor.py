@@ -34,6 +34,7 @@ from mmseg_epsam.cache.embedding_cache import ModuleFingerprint
 from mmseg_epsam.engine.cam_generation import generation_dataset_cfg, load_classifier_checkpoint
 from mmseg_epsam.functional.cam import (CAMPostprocess, cam_postprocess, initial_mask_from_cam,
                                         rotate_and_fuse_cams)
+from mmseg_epsam.utils.checkpoint import checkpoint_config_differences, load_from_trusted_local
 
 from .pipeline import EPSAMPipeline
 
@@ -343,6 +344,14 @@ def build_epsam_tile_predictor(pipeline_config: str, work_dir: str,
             raise RuntimeError(f'{err}, or pass --decoder-checkpoint') from err
 
     classifier_cfg = pipeline.stage_config(cfg.classifier, 'classifier')
+    decoder_cfg = pipeline._decoder_config('decoder')
+    for path, stage_cfg in ((classifier_checkpoint, classifier_cfg),
+                            (decoder_checkpoint, decoder_cfg)):
+        differences = checkpoint_config_differences(
+            load_from_trusted_local(path, map_location='cpu'), stage_cfg)
+        if differences:
+            raise ValueError(f'{path} was trained with another model than {pipeline_config} '
+                             'gives (checkpoint -> config):\n  ' + '\n  '.join(differences))
     classifier = MODELS.build(classifier_cfg.model)
     load_classifier_checkpoint(classifier, classifier_checkpoint)
     test_pipeline = generation_dataset_cfg(classifier_cfg, 'test')['pipeline']
@@ -351,8 +360,6 @@ def build_epsam_tile_predictor(pipeline_config: str, work_dir: str,
                          f'LoadImageFromFile, got {test_pipeline[:1]}')
     classifier_pipeline = [dict(type='LoadImageFromNDArray')] + test_pipeline[1:]
 
-    decoder_cfg = pipeline.stage_config(cfg.decoder, 'decoder')
-    pipeline.apply_sam_checkpoint(decoder_cfg.model)
     decoder_cfg.model.embedding_cache = None
     segmentor = MODELS.build(decoder_cfg.model)
     sam_encoder = ModuleFingerprint(segmentor.image_encoder).value()

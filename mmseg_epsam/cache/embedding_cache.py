@@ -16,10 +16,16 @@ recomputes the hash whenever a parameter changes: each call compares a cheap sig
 (tensor identity, storage pointer, in-place version counter and a strided sample of values)
 and re-hashes on any difference. Writes are atomic (temporary file + ``os.replace``), so
 concurrent writers (several ranks) and interrupted runs leave no partial entry.
+
+Each entry is the ``.npy`` payload followed by the hex SHA-1 of that payload (40 bytes,
+which ``np.load`` ignores). Loading checks the checksum, the dtype and that every value is
+finite; an entry that fails (truncated, overwritten, NaN) is a miss, with a warning naming
+the file, and the caller's recomputed embedding replaces it.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,7 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmseg_epsam.utils.io import atomic_write
+from mmengine.logging import MMLogger
+
+from mmseg_epsam.utils.io import write_bytes, write_text
+
+CHECKSUM_BYTES = 40  # hex SHA-1 of the .npy payload, appended to each entry
 
 #: Cached augmentation views: name -> function on an HxW[xC] array (numpy).
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -100,6 +110,28 @@ class ModuleFingerprint:
         return self._value
 
 
+def encode_entry(embedding: np.ndarray) -> bytes:
+    """An embedding as float16 ``.npy`` bytes followed by their hex SHA-1."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(embedding, dtype=np.float16), allow_pickle=False)
+    payload = buffer.getvalue()
+    return payload + hashlib.sha1(payload).hexdigest().encode()
+
+
+def decode_entry(data: bytes, source: str) -> np.ndarray:
+    """The embedding of an entry's bytes; ``ValueError`` naming ``source`` when the checksum,
+    dtype or finiteness check fails."""
+    payload, checksum = data[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
+    if len(data) <= CHECKSUM_BYTES or hashlib.sha1(payload).hexdigest().encode() != checksum:
+        raise ValueError(f'{source}: embedding cache entry fails its checksum (empty, '
+                         'truncated or overwritten)')
+    embedding = np.load(io.BytesIO(payload), allow_pickle=False)
+    if embedding.dtype != np.float16 or not np.isfinite(embedding).all():
+        raise ValueError(f'{source}: embedding cache entry is not finite float16 '
+                         f'({embedding.dtype})')
+    return embedding
+
+
 class EmbeddingCache:
     """Image embeddings on disk in float16, keyed by encoder fingerprint, image hash and view.
 
@@ -137,8 +169,12 @@ class EmbeddingCache:
         try:
             if recorded.read_text().strip() != encoder_fingerprint:
                 raise FileNotFoundError(recorded)  # fingerprint prefix collision: not ours
-            embedding = np.load(path, allow_pickle=False)
-        except (FileNotFoundError, ValueError, OSError):
+            embedding = decode_entry(path.read_bytes(), str(path))
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (ValueError, OSError) as exc:
+            MMLogger.get_current_instance().warning(f'{exc}; recomputing this embedding')
             self.misses += 1
             return None
         self.hits += 1
@@ -150,11 +186,9 @@ class EmbeddingCache:
         encoder_dir = self._encoder_dir(encoder_fingerprint)
         recorded = encoder_dir / 'encoder.txt'
         if not recorded.exists():
-            with atomic_write(str(recorded)) as tmp:
-                Path(tmp).write_text(encoder_fingerprint)
+            write_text(str(recorded), encoder_fingerprint)
         path = self.path_for(encoder_fingerprint, image_hash, view)
-        with atomic_write(str(path), suffix='.npy') as tmp:
-            np.save(tmp, np.ascontiguousarray(embedding, dtype=np.float16), allow_pickle=False)
+        write_bytes(str(path), encode_entry(embedding))
         return path
 
     def prune_stale(self, encoder_fingerprint: str) -> int:

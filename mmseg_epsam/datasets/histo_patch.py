@@ -5,6 +5,7 @@ On-disk format (documented in the README, written by ``tools/make_demo_data.py``
 
     <data_root>/img_dir/<split>/<name>.png   RGB patch
     <data_root>/ann_dir/<split>/<name>.png   uint8 mask, 0 background / 1 tumour
+                                             (or another declared pair: ``mask_values``)
     <data_root>/splits/<split>.txt           one line per patch: "<name> <label>" (0/1)
 
 Masks are required for evaluation splits and optional for training (EP-SAM trains from the
@@ -13,10 +14,13 @@ image labels; training masks, when present, only serve evaluation of pseudo-labe
 import os.path as osp
 from typing import List, Optional, Sequence
 
+import cv2
 from mmengine.fileio import get_local_path
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 from PIL import Image
+
+from .masks import DEFAULT_MASK_VALUES, parse_mask_values, read_mask
 
 MASK_POLICIES = ('required', 'optional', 'ignore')
 
@@ -79,6 +83,9 @@ class HistoPatchDataset(BaseSegDataset):
             positive training patches that the SAM stages use. ``None`` keeps all.
         check_sizes: Read image and mask headers at start-up and fail on a size
             mismatch (cheap: headers only).
+        mask_values: ``(background, tumour)`` values of the mask files, ``(0, 1)`` by
+            default; e.g. ``(0, 255)``. Loading (``LoadPatchMask``) checks every mask
+            against it and maps it to 0/1; any other value is an error naming the file.
         **kwargs: Passed to :class:`mmseg.datasets.BaseSegDataset`.
     """
 
@@ -89,6 +96,7 @@ class HistoPatchDataset(BaseSegDataset):
                  masks: str = 'optional',
                  image_labels: Optional[Sequence[int]] = None,
                  check_sizes: bool = True,
+                 mask_values: Sequence[int] = DEFAULT_MASK_VALUES,
                  img_suffix: str = '.png',
                  seg_map_suffix: str = '.png',
                  reduce_zero_label: bool = False,
@@ -101,6 +109,7 @@ class HistoPatchDataset(BaseSegDataset):
         self.masks = masks
         self.image_labels = None if image_labels is None else tuple(image_labels)
         self.check_sizes = check_sizes
+        self.mask_values = parse_mask_values(mask_values)
         super().__init__(
             ann_file=ann_file,
             img_suffix=img_suffix,
@@ -140,6 +149,7 @@ class HistoPatchDataset(BaseSegDataset):
                     seg_map_path=seg_map_path,
                     img_label=label,
                     patch_name=name,
+                    mask_values=self.mask_values,
                     label_map=self.label_map,
                     reduce_zero_label=False,
                     seg_fields=[]))
@@ -165,3 +175,18 @@ class HistoPatchDataset(BaseSegDataset):
                 f'{self.ann_file}: patch {name!r} has no mask: {path} does not exist '
                 f'(masks="required" for this split)')
         return None
+
+    def verify_files(self) -> None:
+        """Decode every image and mask of the split (a full read, not only headers).
+
+        For a check before any training starts: raises :class:`PatchDatasetError` naming
+        the first image that does not decode, and :class:`~.masks.MaskValueError` /
+        ``FileNotFoundError`` naming a mask that is empty, undecodable or off-convention.
+        """
+        for i in range(len(self)):
+            info = self.get_data_info(i)
+            if cv2.imread(info['img_path'], cv2.IMREAD_UNCHANGED) is None:
+                raise PatchDatasetError(f'{info["img_path"]}: not a decodable image '
+                                        f'(listed in {self.ann_file})')
+            if info.get('seg_map_path'):
+                read_mask(info['seg_map_path'], self.mask_values)

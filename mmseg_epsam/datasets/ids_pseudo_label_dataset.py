@@ -158,8 +158,8 @@ class IDSPseudoLabelDataset:
         EmptyPseudoLabelSelection: when no patch is selected (never an empty dataset).
 
     ``__getitem__`` runs the wrapped dataset's pipeline on the data info with
-    ``seg_map_path`` = the pseudo-label, ``gt_seg_map_path`` = the original mask path and
-    ``pseudo_label_round``.
+    ``seg_map_path`` = the pseudo-label (``mask_values`` (0, 1)), ``gt_seg_map_path`` /
+    ``gt_mask_values`` = the original mask path and values, and ``pseudo_label_round``.
     """
 
     def __init__(self, dataset: Union[dict, BaseDataset], rounds: Sequence[dict],
@@ -195,7 +195,9 @@ class IDSPseudoLabelDataset:
         index, label_path, round_index = self.selection.entries[idx]
         info = copy.deepcopy(self.dataset.get_data_info(index))
         info['gt_seg_map_path'] = info.get('seg_map_path')
+        info['gt_mask_values'] = info.get('mask_values')
         info['seg_map_path'] = label_path
+        info['mask_values'] = (0, 1)  # pseudo-labels are written 0/1 (engine.pseudo_labels)
         info['pseudo_label_round'] = round_index
         return info
 

@@ -43,13 +43,15 @@ from mmengine.logging import MMLogger
 from mmengine.utils import ProgressBar
 from torch.utils.data import DataLoader, Subset
 
+from mmseg_epsam.datasets.masks import DEFAULT_MASK_VALUES, read_mask
+from mmseg_epsam.datasets.transforms.load_cam import load_cam, load_initial_mask
 from mmseg_epsam.functional.cam import (CAMPostprocess, initial_mask_from_cam,
                                         rotate_and_fuse_cams)
 from mmseg_epsam.functional.metrics import false_positive_fraction, patch_dice_iou
 from mmseg_epsam.models.classifiers.cam_methods import CAM_METHODS, cam_function
-from mmseg_epsam.utils import atomic_write
 from mmseg_epsam.utils.background import BackgroundWriter
 from mmseg_epsam.utils.checkpoint import load_from_trusted_local
+from mmseg_epsam.utils.io import write_npy, write_png, write_text
 from mmseg_epsam.utils.pictures import render_panels
 from .fingerprint import model_fingerprint
 
@@ -77,7 +79,12 @@ def load_classifier_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
         raise RuntimeError(f'{checkpoint}: not an MMEngine checkpoint (no "state_dict" entry)')
     state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
                   for k, v in state_dict.items()}
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:  # shapes of another architecture
+        raise RuntimeError(f'{checkpoint}: its weights do not fit the configured '
+                           f'{type(model).__name__} ({exc}); is it a checkpoint of this '
+                           'config?') from exc
     if missing or unexpected:
         raise RuntimeError(
             f'{checkpoint}: its weights do not fit the configured {type(model).__name__}: '
@@ -108,31 +115,12 @@ def generation_dataset_cfg(cfg: Config, split: str) -> dict:
         ann_file=f'splits/{split}.txt',
         data_prefix=dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}'),
         pipeline=[copy.deepcopy(t) for t in test_dataset['pipeline']
-                  if t.get('type') != 'LoadAnnotations'])
+                  if t.get('type') not in ('LoadAnnotations', 'LoadPatchMask')])
     if dataset.get('masks') == 'required':
         dataset['masks'] = 'optional'
     return dataset
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_write(path) as tmp_path, open(tmp_path, 'wb') as f:
-        f.write(data)
-
-
-def _write_png(path: str, image: np.ndarray) -> None:
-    """Encode ``image`` as PNG and write it atomically."""
-    ok, encoded = cv2.imencode('.png', image)
-    if not ok:
-        raise RuntimeError(f'{path}: PNG encoding failed')
-    _write_bytes(path, encoded.tobytes())
-
-
-def _write_npy(path: str, array: np.ndarray) -> None:
-    """Save ``array`` in ``.npy`` format atomically."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    _write_bytes(path, buffer.getvalue())
 
 
 def _write_manifest(path: str, rows: List[dict]) -> None:
@@ -141,7 +129,7 @@ def _write_manifest(path: str, rows: List[dict]) -> None:
     writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS, lineterminator='\n')
     writer.writeheader()
     writer.writerows(rows)
-    _write_bytes(path, text.getvalue().encode())
+    write_text(path, text.getvalue())
 
 
 def read_manifest(path: str) -> Dict[str, dict]:
@@ -189,11 +177,20 @@ class SplitWriter:
         return osp.join(self.vis_dir, name + '.png')
 
     def is_complete(self, name: str, rows: Dict[str, dict]) -> bool:
-        """Whether ``name`` has its manifest row and all its files (atomic, so whole)."""
+        """Whether ``name`` has its manifest row and all its files, the CAM and mask
+        readable (a damaged one is made again, with a warning naming it)."""
         paths = [self.cam_path(name), self.mask_path(name)]
         if self.show:
             paths.append(self.vis_path(name))
-        return name in rows and all(osp.isfile(p) for p in paths)
+        if name not in rows or not all(osp.isfile(p) for p in paths):
+            return False
+        try:
+            load_cam(self.cam_path(name))
+            load_initial_mask(self.mask_path(name))
+        except ValueError as exc:
+            MMLogger.get_current_instance().warning(f'{exc}: regenerating patch {name}')
+            return False
+        return True
 
     def check_settings(self, settings: dict, overwrite: bool) -> None:
         """Refuse to resume over outputs made with other settings or another model."""
@@ -206,7 +203,7 @@ class SplitWriter:
                     f'folder were made with other settings or another model '
                     f'({previous} vs now {settings}); use another out_dir or overwrite=True '
                     f'(--overwrite)')
-        _write_bytes(self.settings_path, json.dumps(settings, indent=2).encode())
+        write_text(self.settings_path, json.dumps(settings, indent=2))
 
 
 def _read_rgb(path: str, size: Sequence[int]) -> np.ndarray:
@@ -336,17 +333,20 @@ def generate_split(model: torch.nn.Module,
                                                            images_rgb)
             full_cam = full_cam[0].cpu().numpy()
             initial_mask = initial_mask[0].cpu().numpy().astype(np.uint8)
-            background.submit(_write_npy, writer.cam_path(name), full_cam.astype(np.float16))
-            background.submit(_write_png, writer.mask_path(name), initial_mask)
+            background.submit(write_npy, writer.cam_path(name), full_cam.astype(np.float16))
+            background.submit(write_png, writer.mask_path(name), initial_mask,
+                              channel_order='bgr')
             if show:
                 image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
                 if image is None:
                     raise FileNotFoundError(f'{info["img_path"]}: missing or unreadable image')
-                gt = _read_gray(info['seg_map_path']) if info.get('seg_map_path') else None
-                _write_png(writer.vis_path(name),
-                           render_panels(image, full_cam, [('initial mask', initial_mask),
-                                                        ('GT', gt)],
-                                         cam_title=f'CAM  p={score:.2f}'))
+                gt = read_mask(info['seg_map_path'],
+                               info.get('mask_values', DEFAULT_MASK_VALUES)) \
+                    if info.get('seg_map_path') else None
+                picture = render_panels(image, full_cam, [('initial mask', initial_mask),
+                                                          ('GT', gt)],
+                                        cam_title=f'CAM  p={score:.2f}')
+                write_png(writer.vis_path(name), picture, channel_order='bgr')
             rows[name] = dict(name=name, label=info['img_label'], cls_score=f'{score:.6f}',
                               cam_area=f'{float(full_cam.mean()):.6f}',
                               mask_area=f'{float(initial_mask.mean()):.6f}')
@@ -366,7 +366,7 @@ def generate_split(model: torch.nn.Module,
         return None
     summary = evaluate_initial_masks(writer, entries, rows, gate_threshold)
     summary.update(split=split, method=method, postprocess=postprocess.to_dict())
-    _write_bytes(writer.eval_path, json.dumps(summary, indent=2).encode())
+    write_text(writer.eval_path, json.dumps(summary, indent=2))
     logger.info(f'Initial masks of split {split!r} against GT: {summary["ungated"]} '
                 f'(gated at p>={gate_threshold}: {summary["gated"]}); '
                 f'written to {writer.eval_path}')
@@ -406,11 +406,10 @@ def evaluate_initial_masks(writer: SplitWriter, entries: list, rows: Dict[str, d
         if not info.get('seg_map_path'):
             positives_without_gt += 1
             continue
-        gt = _read_gray(info['seg_map_path'])
+        gt = read_mask(info['seg_map_path'], info.get('mask_values', DEFAULT_MASK_VALUES))
         if gt.shape != mask.shape:
             raise ValueError(f'{info["seg_map_path"]}: GT shape {gt.shape} differs from the '
                              f'initial mask {writer.mask_path(name)} {mask.shape}')
-        gt = (gt == 1).astype(np.uint8)
         for key, pred in (('ungated', mask), ('gated', gated)):
             dice, iou = patch_dice_iou(pred.astype(np.uint8), gt)
             scores[key]['dice'].append(dice)

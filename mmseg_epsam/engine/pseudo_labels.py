@@ -25,17 +25,17 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional
 
-import cv2
 import numpy as np
 import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.logging import MMLogger
 from mmengine.utils import ProgressBar
 
+from ..datasets.masks import DEFAULT_MASK_VALUES, read_mask
 from ..datasets.transforms.load_cam import load_initial_mask
 from ..functional.ids import ids_select
 from ..functional.metrics import patch_dice_iou
-from ..utils import atomic_write
+from ..utils.io import write_json, write_png, write_text
 from .fingerprint import model_fingerprint
 
 TABLE_FIELDS = ('name', 'cam_area', 'sam_area', 'ids', 'kept', 'sam_dice_gt',
@@ -96,20 +96,22 @@ def claim_round_dir(round_dir: str, settings: dict) -> bool:
             if osp.isfile(paths[key]):
                 os.remove(paths[key])
     os.makedirs(round_dir, exist_ok=True)
-    with atomic_write(paths['settings_file'], suffix='.json') as tmp, open(tmp, 'w') as f:
-        json.dump(settings, f, indent=2, sort_keys=True)
+    write_json(paths['settings_file'], settings)  # keys sorted by pseudo_label_settings
     return False
 
 
-def _read_mask(path: str) -> Optional[np.ndarray]:
-    mask = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    return None if mask is None else (mask > 0).astype(np.uint8)
+def _read_finished_label(path: str) -> Optional[np.ndarray]:
+    """A pseudo-label written by an earlier (interrupted) run, or None to make it again.
 
-
-def _write_mask(path: str, mask: np.ndarray) -> None:
-    with atomic_write(path, suffix='.png') as tmp:
-        if not cv2.imwrite(tmp, mask.astype(np.uint8)):
-            raise OSError(f'{path}: could not write the pseudo-label PNG')
+    A file that is empty, undecodable or not 0/1 is regenerated, with a warning naming it.
+    """
+    if not osp.isfile(path):
+        return None
+    try:
+        return read_mask(path)
+    except ValueError as exc:
+        MMLogger.get_current_instance().warning(f'{exc}: regenerating this pseudo-label')
+        return None
 
 
 def _mean(values: List[float]) -> Optional[float]:
@@ -160,13 +162,13 @@ def generate_pseudo_labels(model: torch.nn.Module,
             samples = [item['data_samples'] for item in items]
             names = [s.metainfo['patch_name'] for s in samples]
             label_paths = [osp.join(paths['pseudo_label_dir'], f'{n}.png') for n in names]
-            done = [_read_mask(p) if osp.isfile(p) else None for p in label_paths]
+            done = [_read_finished_label(p) for p in label_paths]
             todo = [i for i, mask in enumerate(done) if mask is None]
             if todo:
                 outputs = model.test_step(pseudo_collate([items[i] for i in todo]))
                 for i, output in zip(todo, outputs):
                     done[i] = output.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-                    _write_mask(label_paths[i], done[i])
+                    write_png(label_paths[i], done[i], channel_order='bgr')
             for sample, name, sam_mask in zip(samples, names, done):
                 rows.append(_table_row(sample.metainfo, name, sam_mask, ids_threshold,
                                        ids_variant))
@@ -177,8 +179,7 @@ def generate_pseudo_labels(model: torch.nn.Module,
             model.test_cfg['classifier_gate'] = classifier_gate
     _write_table(paths['table_file'], rows)
     summary = _summarise(rows)
-    with atomic_write(paths['summary_file'], suffix='.json') as tmp, open(tmp, 'w') as f:
-        json.dump(summary, f, indent=2)
+    write_json(paths['summary_file'], summary)
     logger.info(f'\npseudo-labels: kept {summary["kept"]} of {summary["positives"]} positive '
                 f'patches (IDS > {ids_threshold}); masks in {paths["pseudo_label_dir"]}, '
                 f'table {paths["table_file"]}')
@@ -198,7 +199,8 @@ def _table_row(metainfo: dict, name: str, sam_mask: np.ndarray, ids_threshold: f
                ids=round(result.ids, 6), kept=int(result.kept), sam_dice_gt='',
                initial_dice_gt='')
     gt_path = metainfo.get('seg_map_path')
-    gt = _read_mask(gt_path) if gt_path and osp.isfile(gt_path) else None
+    gt = read_mask(gt_path, metainfo.get('mask_values', DEFAULT_MASK_VALUES)) \
+        if gt_path and osp.isfile(gt_path) else None
     if gt is not None:
         row['sam_dice_gt'] = round(patch_dice_iou(sam_mask, gt)[0], 6)
         row['initial_dice_gt'] = round(patch_dice_iou(initial_mask, gt)[0], 6)
@@ -210,8 +212,7 @@ def _write_table(path: str, rows: List[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=TABLE_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_write(path, suffix='.csv') as tmp, open(tmp, 'w', newline='') as f:
-        f.write(buffer.getvalue())
+    write_text(path, buffer.getvalue())
 
 
 def _summarise(rows: List[dict]) -> dict:

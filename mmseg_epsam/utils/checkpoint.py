@@ -9,11 +9,13 @@ Two kinds of files, two rules:
 * every foreign weight file (Meta's SAM ``.pth``, ImageNet ResNet weights) is plain tensors
   and is loaded with ``weights_only=True`` by :func:`load_foreign_state_dict`.
 """
+import json
 import os.path as osp
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
+from mmengine.config import Config
 from mmengine.runner.checkpoint import CheckpointLoader
 
 
@@ -73,3 +75,37 @@ def load_foreign_state_dict(path: str,
         raise KeyError(f'{path}: no key starts with {required_prefix!r}; '
                        f'first keys: {list(checkpoint)[:5]}')
     return checkpoint
+
+
+def _flat(node, prefix: str = '') -> Dict[str, str]:
+    """Nested dicts as ``{'a.b': json}``; lists and scalars are leaves."""
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flat(value, f'{prefix}.{key}' if prefix else str(key)))
+        return flat
+    return {prefix: json.dumps(node, sort_keys=True, default=str)}
+
+
+def checkpoint_config_differences(checkpoint: dict, cfg: Config,
+                                  section: str = 'model') -> List[str]:
+    """How ``cfg[section]`` differs from the config an MMEngine checkpoint was trained with.
+
+    MMEngine stores the run's config text in ``checkpoint['meta']['cfg']``. Returns one
+    ``'key: checkpoint value -> given value'`` line per differing key (``init_cfg`` and
+    ``pretrained`` keys, which only say where the initial weights came from, are left out);
+    an empty list when they agree or the checkpoint records no config.
+    """
+    text = (checkpoint.get('meta') or {}).get('cfg') if isinstance(checkpoint, dict) else None
+    if not text:
+        return []
+    stored = Config.fromstring(text, '.py').to_dict().get(section, {})
+    given = cfg.to_dict().get(section, {})
+    stored, given = _flat(stored), _flat(given)
+    lines = []
+    for key in sorted(set(stored) | set(given)):
+        if {'init_cfg', 'pretrained'} & set(key.split('.')) or stored.get(key) == given.get(key):
+            continue
+        lines.append(f'{section}.{key}: {stored.get(key, "<unset>")} -> '
+                     f'{given.get(key, "<unset>")}')
+    return lines

@@ -1,7 +1,7 @@
 """Whole-slide outputs that QuPath and OpenSlide read: pyramidal TIFF, GeoJSON, thumbnail, JSON.
 
-Every writer goes through :func:`mmseg_epsam.utils.atomic_write`, so a stopped run leaves
-either the previous file or the complete new one.
+Every writer goes through :mod:`mmseg_epsam.utils.io` (atomic, fsynced, umask
+permissions), so a stopped run leaves either the previous file or the complete new one.
 
 * :func:`write_pyramidal_map_tiff`: a single-channel uint8 map as a tiled pyramidal TIFF
   (levels halve until they fit one tile, successive IFDs, resolution tags in pixels/cm),
@@ -14,7 +14,6 @@ either the previous file or the complete new one.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Sequence
 
@@ -22,7 +21,11 @@ import cv2
 import numpy as np
 import tifffile
 
-from mmseg_epsam.utils import atomic_write
+from mmseg_epsam.utils import io as atomic_io
+from mmseg_epsam.utils.io import atomic_write, write_json
+
+__all__ = ['mask_polygons', 'overlay_thumbnail', 'tumour_geojson', 'write_json', 'write_png',
+           'write_pyramidal_map_tiff']
 
 #: QuPath's built-in tumour class and its default colour.
 TUMOUR_CLASS = 'Tumor'
@@ -140,20 +143,9 @@ def tumour_geojson(polygons: Sequence[Sequence[np.ndarray]], name: str = TUMOUR_
     return dict(type='FeatureCollection', features=features)
 
 
-def write_json(path: str, obj: dict, indent: int | None = 2) -> None:
-    """Write ``obj`` as UTF-8 JSON, atomically."""
-    with atomic_write(path, suffix='.json') as tmp, open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=indent, ensure_ascii=False)
-        f.write('\n')
-
-
 def write_png(path: str, image_bgr: np.ndarray) -> None:
-    """Encode a BGR (or grey) uint8 image as PNG and write it atomically."""
-    ok, encoded = cv2.imencode('.png', image_bgr)
-    if not ok:
-        raise RuntimeError(f'{path}: PNG encoding failed')
-    with atomic_write(path, suffix='.png') as tmp, open(tmp, 'wb') as f:
-        f.write(encoded.tobytes())
+    """Write a BGR (or grey) uint8 picture, such as :func:`overlay_thumbnail`'s, as PNG."""
+    atomic_io.write_png(path, image_bgr, channel_order='bgr')
 
 
 def overlay_thumbnail(thumbnail_rgb: np.ndarray, label: np.ndarray, map_downsample: float,

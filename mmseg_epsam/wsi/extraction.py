@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 
-from mmseg_epsam.utils.io import atomic_write
+from mmseg_epsam.utils import io as atomic_io
+from mmseg_epsam.utils.io import write_text
 
 from .annotations import (DEFAULT_EXCLUSION_GROUPS, DEFAULT_TUMOUR_GROUPS, AnnotationError,
                           SlideAnnotations, parse_asap_xml)
@@ -220,20 +220,8 @@ def _remove_stale_patches(out_root: str, slide_id: str, wanted: set[str], split:
 
 
 def write_png(path: str, image: np.ndarray, compression: int = 1) -> None:
-    """Write a uint8 image (``HxW`` or RGB ``HxWx3``) as PNG, atomically."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode('.png', image, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
-    if not ok:
-        raise OSError(f'{path}: PNG encoding failed for an image of shape {image.shape}')
-    with atomic_write(path) as tmp, open(tmp, 'wb') as handle:
-        handle.write(buffer.tobytes())
-
-
-def write_text(path: str, text: str) -> None:
-    """Write UTF-8 text atomically."""
-    with atomic_write(path) as tmp, open(tmp, 'w', encoding='utf-8', newline='') as handle:
-        handle.write(text)
+    """Write a slide patch (RGB ``HxWx3``, as slide readers give) or a mask (``HxW``) as PNG."""
+    atomic_io.write_png(path, image, channel_order='rgb', compression=compression)
 
 
 def write_manifest(path: str, candidates: Candidates, split: str, kept: np.ndarray) -> None:

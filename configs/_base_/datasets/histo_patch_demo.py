@@ -4,17 +4,17 @@ dataset_type = 'HistoPatchDataset'
 data_root = 'data/demo'
 meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
              'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
-             'img_label', 'patch_name')
+             'img_label', 'patch_name', 'mask_values')
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadPatchMask'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='RandomFlip', prob=0.5, direction='vertical'),
     dict(type='PackSegInputs', meta_keys=meta_keys),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadPatchMask'),
     dict(type='PackSegInputs', meta_keys=meta_keys),
 ]
 

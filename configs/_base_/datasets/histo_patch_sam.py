@@ -8,11 +8,11 @@ data_root = 'data/demo'
 stage1_dir = 'work_dirs/epsam_demo/stage1'
 sam_meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
                  'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label', 'img_label',
-                 'patch_name', 'cam_path', 'initial_mask_path', 'cam', 'initial_mask',
-                 'cls_score')
+                 'patch_name', 'mask_values', 'cam_path', 'initial_mask_path', 'cam',
+                 'initial_mask', 'cls_score')
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadPatchMask'),
     dict(type='PackSegInputs', meta_keys=sam_meta_keys),
 ]
 # Used for pseudo-label generation (positives of train) and test: no augmentation.
@@ -25,7 +25,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadCAMAndInitialMask', stage1_dir=stage1_dir, split='test',
          with_cls_score=True),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadPatchMask'),
     dict(type='PackSegInputs', meta_keys=sam_meta_keys),
 ]
 positive_train_patches = dict(

@@ -25,8 +25,9 @@ def load_cam(path: str) -> np.ndarray:
         raise FileNotFoundError(f'CAM file not found: {path}')
     try:
         cam = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f'{path}: not a readable .npy array ({err})') from err
+    except (ValueError, EOFError, OSError) as err:  # EOFError: an empty or truncated file
+        raise ValueError(f'{path}: not a readable .npy array ({type(err).__name__}: '
+                         f'{err})') from err
     if cam.ndim != 2:
         raise ValueError(f'{path}: a CAM must be a 2-D HxW array, got shape {cam.shape}')
     cam = cam.astype(np.float32)
@@ -40,7 +41,10 @@ def load_initial_mask(path: str) -> np.ndarray:
     """Read an initial-mask PNG (HxW, 0 background / 1 tumour) as uint8; clear error otherwise."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'initial mask file not found: {path}')
-    mask = mmcv.imread(path, flag='unchanged', backend='cv2')
+    try:
+        mask = mmcv.imread(path, flag='unchanged', backend='cv2')
+    except Exception as err:  # cv2.error on an empty or undecodable file
+        raise ValueError(f'{path}: not a decodable initial-mask PNG ({err})') from err
     if mask is None or mask.ndim != 2:
         raise ValueError(f'{path}: an initial mask must be a single-channel PNG, '
                          f'got {None if mask is None else mask.shape}')

@@ -3,7 +3,6 @@ MMSeg's dataset-level mIoU / mDice (docs/method.md §8)."""
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
@@ -12,7 +11,7 @@ from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 
 from mmseg_epsam.functional.metrics import false_positive_fraction, patch_dice_iou
-from mmseg_epsam.utils.io import atomic_write
+from mmseg_epsam.utils.io import write_png
 
 TUMOUR = 1
 
@@ -90,9 +89,8 @@ class EPSAMMetric(BaseMetric):
                 result['fp'] = false_positive_fraction(pred_t) if pred_t.size else 0.0
             self.results.append(result)
             if self.output_dir is not None:
-                path = osp.join(self.output_dir, f'{name}.png')
-                with atomic_write(path, suffix='.png') as tmp:
-                    cv2.imwrite(tmp, pred.cpu().numpy().astype(np.uint8))
+                write_png(osp.join(self.output_dir, f'{name}.png'),
+                          pred.cpu().numpy().astype(np.uint8), channel_order='bgr')
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Average the per-patch scores and turn the summed areas into mIoU / mDice."""
