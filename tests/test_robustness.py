@@ -264,6 +264,20 @@ def test_a_bad_sam_checkpoint_is_found_at_start(tmp_path):
         pipeline.check_inputs(pipeline.stage_names())
 
 
+def test_a_bad_classifier_initialisation_is_found_at_start(tmp_path):
+    data_root = str(tmp_path / 'data')
+    for split in ('train', 'val', 'test'):
+        write_patch_dataset(data_root, split, n_pos=1, n_neg=1)
+    bad = tmp_path / 'imagenet_resnet50.pth'
+    torch.save({'backbone.weight': torch.zeros(1)}, bad)
+    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg.merge_from_dict(dict(work_dir=str(tmp_path / 'work'), data_root=data_root))
+    cfg.classifier.cfg_options = {'model.backbone.pretrained': str(bad)}
+    pipeline = EPSAMPipeline(cfg, DEMO_CONFIG)
+    with pytest.raises(KeyError, match='imagenet_resnet50.pth'):
+        pipeline.check_inputs(pipeline.stage_names())
+
+
 # ---------------------------------------------------------------- stage records
 def _finish_fake(pipeline, stage, **record):
     """Record ``stage`` as finished with its current fingerprint (no training)."""

@@ -760,8 +760,9 @@ class EPSAMPipeline:
         """Before any training: decode every file the unfinished ``stages`` read.
 
         Images and masks of the CAM splits (and of the test split, masks required),
-        mask values, and the SAM checkpoint (the segmentor is built with it, which opens
-        it and checks its keys). Raises an error naming the first bad file.
+        mask values, the classifier's initial weights when given, and the SAM checkpoint
+        (the segmentor is built with it, which opens it and checks its keys). Raises an
+        error naming the first bad file.
         """
         pending = [s for s in stages if self.stage_record(s) is None]
         if not pending:
@@ -770,11 +771,16 @@ class EPSAMPipeline:
         if pending[0] in ('classifier', 'cams'):
             for split in self.cfg.cam.get('splits', ('train', 'val', 'test')):
                 self._split_dataset(split).verify_files()
+        if pending[0] == 'classifier':
+            # builds the classifier and loads a given ImageNet / pathology initialisation
+            MODELS.build(self.stage_config(self.cfg.classifier, 'classifier').model
+                         ).init_weights()
         if any(s.startswith('decoder_r') or s == 'test' for s in pending):
-            if self.sam_checkpoint is not None:
-                cfg = self._decoder_config('decoder_r0')
-                cfg.model.embedding_cache = None
-                MODELS.build(cfg.model)
+            # builds SAM with its checkpoint: a given path, or the packaged LiteMedSAM weights
+            # (checksum-verified), opened and key-checked before any training
+            cfg = self._decoder_config('decoder_r0')
+            cfg.model.embedding_cache = None
+            MODELS.build(cfg.model)
         if 'test' in pending:
             cfg = self._decoder_config('test')
             DATASETS.build(cfg.test_dataloader.dataset).verify_files()
