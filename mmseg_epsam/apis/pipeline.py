@@ -54,6 +54,7 @@ from ..engine.runner import EPSAMRunner
 from ..functional.cam import cam_postprocess
 from ..functional.ids import IDS_VARIANTS
 from ..models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_for_checkpoint
+from ..utils.checkpoint import flatten_config
 from ..utils.io import write_json, write_png, write_text
 from ..utils.lock import WorkDirLock
 from ..utils.pictures import render_panels
@@ -211,16 +212,6 @@ def validate_pipeline_config(cfg: Config) -> None:
         errors.append(f'mask_values: {exc}')
     if errors:
         raise PipelineConfigError('invalid pipeline config:\n  ' + '\n  '.join(errors))
-
-
-def _flatten(node, prefix: str = '') -> Dict[str, object]:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists and scalars are leaves (as JSON)."""
-    if isinstance(node, dict):
-        flat = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f'{prefix}.{key}' if prefix else str(key)))
-        return flat
-    return {prefix: json.loads(json.dumps(node, sort_keys=True, default=str))}
 
 
 def _digest(obj) -> str:
@@ -406,7 +397,7 @@ class EPSAMPipeline:
             inputs = {f'split {split}': self.split_signature(split)
                       for split in ('train', 'val') if self._has_split(split)}
         elif stage == 'cams':
-            settings.update(_flatten(dict(self.cfg.cam), 'cam'))
+            settings.update(flatten_config(dict(self.cfg.cam), 'cam'))
             inputs = {f'split {split}': self.split_signature(split)
                       for split in self.cfg.cam.get('splits', ('train', 'val', 'test'))}
             upstream = ['classifier']
@@ -428,7 +419,7 @@ class EPSAMPipeline:
             upstream = [f'decoder_r{self.final_round()}']
         elif stage == 'test':
             settings.update(_config_settings(self._decoder_config('test')))
-            settings.update(_flatten(dict(self.cfg.test), 'test'))
+            settings.update(flatten_config(dict(self.cfg.test), 'test'))
             inputs = {'split test': self.split_signature('test')}
             upstream = ['cams', f'decoder_r{self.final_round()}']
         else:
@@ -926,7 +917,7 @@ def _link(source: str, link: str) -> None:
 
 def _config_settings(cfg: Config) -> Dict[str, object]:
     """A stage config as flat ``key: value`` settings, without where-it-writes keys."""
-    settings = _flatten(cfg.to_dict())
+    settings = flatten_config(cfg.to_dict())
     for key in UNFINGERPRINTED_KEYS:
         settings.pop(key, None)
     return settings

@@ -77,14 +77,15 @@ def load_foreign_state_dict(path: str,
     return checkpoint
 
 
-def _flat(node, prefix: str = '') -> Dict[str, str]:
-    """Nested dicts as ``{'a.b': json}``; lists and scalars are leaves."""
+def flatten_config(node, prefix: str = '') -> Dict[str, object]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists and scalars are leaves, normalised
+    through JSON (tuples become lists, other objects their ``str``)."""
     if isinstance(node, dict):
         flat = {}
         for key, value in node.items():
-            flat.update(_flat(value, f'{prefix}.{key}' if prefix else str(key)))
+            flat.update(flatten_config(value, f'{prefix}.{key}' if prefix else str(key)))
         return flat
-    return {prefix: json.dumps(node, sort_keys=True, default=str)}
+    return {prefix: json.loads(json.dumps(node, sort_keys=True, default=str))}
 
 
 def checkpoint_config_differences(checkpoint: dict, cfg: Config,
@@ -101,7 +102,9 @@ def checkpoint_config_differences(checkpoint: dict, cfg: Config,
         return []
     stored = Config.fromstring(text, '.py').to_dict().get(section, {})
     given = cfg.to_dict().get(section, {})
-    stored, given = _flat(stored), _flat(given)
+    stored, given = ({key: json.dumps(value, sort_keys=True)
+                      for key, value in flatten_config(node).items()}
+                     for node in (stored, given))
     lines = []
     for key in sorted(set(stored) | set(given)):
         if {'init_cfg', 'pretrained'} & set(key.split('.')) or stored.get(key) == given.get(key):
