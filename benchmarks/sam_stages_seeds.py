@@ -35,6 +35,12 @@ VARIANTS: dict[str, list[str]] = {
     'points+neg': ['decoder.cfg_options.model.prompt_head.num_negative_points=10'],
     'box+points+neg': ['decoder.cfg_options.model.prompt_head.prompt_kind=box+points',
                        'decoder.cfg_options.model.prompt_head.num_negative_points=10'],
+    # beyond the paper: the negative training patches train too, with empty targets
+    'points+negpatches': [
+        'decoder.cfg_options.train_dataloader.dataset.negative_patches=empty_target'],
+    'box+points+negpatches': [
+        'decoder.cfg_options.model.prompt_head.prompt_kind=box+points',
+        'decoder.cfg_options.train_dataloader.dataset.negative_patches=empty_target'],
 }
 
 

@@ -152,3 +152,45 @@ def test_wraps_histo_patch_dataset_config(tmp_path):
         rounds=[dict(pseudo_label_dir=str(tmp_path / 'labels'))])
     assert [dataset.get_data_info(i)['patch_name'] for i in range(len(dataset))] == ['a', 'b']
     assert int(dataset[0]['data_samples'].gt_sem_seg.data.sum()) == 64
+
+
+def test_negative_patches_with_empty_targets(tmp_path):
+    """negative_patches='empty_target' adds the negatives (filter lifted) with all-zero
+    targets made by LoadPatchMask; selecting no positive is still an empty selection."""
+    init_default_scope('mmseg')
+    for sub in ('img_dir/train', 'splits', 'labels'):
+        (tmp_path / sub).mkdir(parents=True)
+    lines = []
+    for name, label in [('a', 1), ('b', 0), ('c', 1), ('d', 0)]:
+        cv2.imwrite(str(tmp_path / 'img_dir/train' / f'{name}.png'),
+                    np.full((8, 12, 3), 50, np.uint8))
+        lines.append(f'{name} {label}')
+        cv2.imwrite(str(tmp_path / 'labels' / f'{name}.png'), np.ones((8, 12), np.uint8))
+    (tmp_path / 'splits/train.txt').write_text('\n'.join(lines) + '\n')
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadPatchMask'),
+                dict(type='PackSegInputs', meta_keys=META_KEYS)]
+    wrapped = dict(type='HistoPatchDataset', data_root=str(tmp_path),
+                   ann_file='splits/train.txt', image_labels=(1, ),
+                   data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
+                   pipeline=pipeline)
+    rounds = [dict(pseudo_label_dir=str(tmp_path / 'labels'))]
+    assert len(IDSPseudoLabelDataset(wrapped, rounds)) == 2  # the paper: positives only
+    dataset = IDSPseudoLabelDataset(wrapped, rounds, negative_patches='empty_target')
+    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+    assert [i['patch_name'] for i in infos] == ['a', 'b', 'c', 'd']
+    assert [i['empty_target'] for i in infos] == [False, True, False, True]
+    assert infos[1]['seg_map_path'] is None and infos[1]['pseudo_label_round'] == -1
+    assert dataset.selection.counts['negatives'] == 2
+    targets = [dataset[i]['data_samples'].gt_sem_seg.data for i in range(4)]
+    assert [int(t.sum()) for t in targets] == [96, 0, 96, 0]
+    assert targets[1].shape == (1, 8, 12)
+    with pytest.raises(ValueError, match='negative_patches'):
+        IDSPseudoLabelDataset(wrapped, rounds, negative_patches='all')
+    (tmp_path / 'splits/pos.txt').write_text('a 1\nc 1\n')
+    with pytest.raises(ValueError, match='no negative patch'):
+        IDSPseudoLabelDataset(dict(wrapped, ann_file='splits/pos.txt'), rounds,
+                              negative_patches='empty_target')
+    for name in ('a', 'c'):
+        cv2.imwrite(str(tmp_path / 'labels' / f'{name}.png'), np.zeros((8, 12), np.uint8))
+    with pytest.raises(EmptyPseudoLabelSelection):
+        IDSPseudoLabelDataset(wrapped, rounds, negative_patches='empty_target')

@@ -229,3 +229,21 @@ def test_box_kinds_and_empty_masks():
         PEPMPromptHead(prompt_kind='boxes')
     with pytest.raises(ValueError, match='point_source'):
         PEPMPromptHead(point_source='random')
+
+
+def test_negative_patch_with_empty_target_is_prompted_over_the_whole_patch():
+    """IDSPseudoLabelDataset(negative_patches='empty_target'): a negative patch's training
+    prompt covers the patch; a positive patch with an empty target still gets no prompt."""
+    from mmseg_epsam.models.heads import PEPMPromptHead
+    empty = np.zeros((32, 64), np.uint8)
+    head = PEPMPromptHead(num_points=200, prompt_kind='box+points', seed=1)
+    prompts = head.prompts_for_sample(dict(img_label=0), 'train', 64, target_mask=empty)
+    assert prompts.point_coords.shape == (200, 2) and (prompts.point_labels == 1).all()
+    xy = prompts.frame_coords
+    assert xy[:, 0].min() < 8 and xy[:, 0].max() > 56 and xy[:, 1].max() > 24  # spread out
+    np.testing.assert_allclose(prompts.box, [0, 0, 63, 31])  # frame 64 wide: scale 1
+    assert head.prompts_for_sample(dict(img_label=1), 'train', 64, target_mask=empty).is_empty
+    mask = np.zeros_like(empty)
+    mask[4:10, 4:10] = 1
+    on_target = head.prompts_for_sample(dict(img_label=0), 'train', 64, target_mask=mask)
+    assert _in_mask(on_target.frame_coords, mask).all()  # a non-empty target keeps its region

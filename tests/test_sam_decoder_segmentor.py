@@ -204,6 +204,33 @@ def test_loss_values_and_empty_targets():
     assert losses['loss_dice'].item() == 0.0 and losses['loss_dice'].requires_grad
 
 
+def test_empty_targets_of_negative_patches_are_scored_on_the_background():
+    """An all-zero target scores the background: IoU loss = mean sigmoid = soft FP area, and
+    a negative patch (img_label 0) trains towards an empty mask."""
+    logits = torch.tensor([2.0, -1.0, 0.5, -3.0])
+    empty = torch.zeros(4)
+    dice, iou = soft_dice_iou_loss(logits, empty, smooth=0.0)
+    prob = logits.sigmoid()
+    assert iou.item() == pytest.approx(prob.mean().item(), abs=1e-6)
+    assert dice.item() == pytest.approx(1 - 2 * (1 - prob).sum().item()
+                                        / ((1 - prob).sum().item() + 4), abs=1e-6)
+    assert soft_dice_iou_loss(torch.full((4,), -20.0), empty)[1].item() < 1e-6
+    model = _tiny().train()
+    inputs, samples = _train_batch()
+    for s in samples:
+        s.gt_sem_seg = PixelData(data=torch.zeros_like(s.gt_sem_seg.data))
+        s.set_metainfo(dict(img_label=0))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    fp_losses = []
+    for _ in range(25):
+        losses = model.loss(inputs, samples)
+        fp_losses.append(losses['loss_iou'].item())
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+    assert fp_losses[0] > 0.3 and fp_losses[-1] < 0.5 * fp_losses[0]
+
+
 def test_optional_bce_term():
     """bce_weight adds a weighted BCE term and leaves the paper's two terms unchanged."""
     inputs, samples = _train_batch()

@@ -10,6 +10,11 @@ pseudo-label is kept, with ``seg_map_path`` pointing at the pseudo-label (the or
 path, if any, moves to ``gt_seg_map_path``). A round without a table (the preliminary
 fine-tuning on initial masks: ``pseudo_label_dir=<stage1>/initial_masks/train``) keeps every
 positive patch whose label file exists and is not empty.
+
+With ``negative_patches='empty_target'`` (beyond the paper, docs/method.md §5) the negative
+patches of the wrapped dataset train too, each with an all-zero target: the decoder then sees
+normal tissue it must leave out, not only positives whose targets a "whole patch" answer
+nearly matches.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import copy
 import csv
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import mmcv
 from mmengine.dataset import BaseDataset
@@ -26,6 +31,9 @@ from mmengine.logging import MMLogger
 from mmseg.registry import DATASETS
 
 POLICIES = ('per_round', 'keep_previous')
+#: What the negative patches of the wrapped dataset do: ``'skip'`` (the paper: positives
+#: only) or ``'empty_target'`` (train with an all-zero target).
+NEGATIVE_PATCH_POLICIES = ('skip', 'empty_target')
 _TRUE = {'1', 'true', 'yes', 'kept'}
 _FALSE = {'0', 'false', 'no'}
 
@@ -40,12 +48,13 @@ class PseudoLabelSelection:
     """Which data-list entries train, on which label file, and the counts behind it.
 
     Attributes:
-        entries: ``(index in the wrapped dataset, label path, round index)`` per kept patch.
+        entries: ``(index in the wrapped dataset, label path, round index)`` per kept patch
+            (label path None and round -1: a negative patch with an all-zero target).
         counts: ``patches``, ``positives``, ``selected``, and per round ``round<k>_kept`` /
             ``round<k>_missing`` (positive patches with no label file or no table row).
     """
 
-    entries: list[tuple[int, str, int]] = field(default_factory=list)
+    entries: list[tuple[int, Optional[str], int]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -153,6 +162,10 @@ class IDSPseudoLabelDataset:
             ``table_file=None`` keeps every non-empty label file (preliminary stage).
         policy: ``'per_round'`` (default, the reference) or ``'keep_previous'``.
         skip_empty_labels: see :func:`select_pseudo_labels`.
+        negative_patches: ``'skip'`` (default, the paper) or ``'empty_target'``: also train
+            on every negative patch (``img_label`` 0) with an all-zero target. A wrapped
+            dataset given as a config then reads all labels (its ``image_labels`` filter is
+            lifted).
 
     Raises:
         EmptyPseudoLabelSelection: when no patch is selected (never an empty dataset).
@@ -160,13 +173,24 @@ class IDSPseudoLabelDataset:
     ``__getitem__`` runs the wrapped dataset's pipeline on the data info with
     ``seg_map_path`` = the pseudo-label (``mask_values`` (0, 1)), ``gt_seg_map_path`` /
     ``gt_mask_values`` = the original mask path and values, and ``pseudo_label_round``.
+    A negative patch has ``seg_map_path`` None, ``empty_target`` True (``LoadPatchMask``
+    makes the all-zero target) and ``pseudo_label_round`` -1.
     """
 
     def __init__(self, dataset: Union[dict, BaseDataset], rounds: Sequence[dict],
-                 policy: str = 'per_round', skip_empty_labels: bool = True) -> None:
-        self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+                 policy: str = 'per_round', skip_empty_labels: bool = True,
+                 negative_patches: str = 'skip') -> None:
+        if negative_patches not in NEGATIVE_PATCH_POLICIES:
+            raise ValueError(f'negative_patches must be one of {NEGATIVE_PATCH_POLICIES}, '
+                             f'got {negative_patches!r}')
+        if isinstance(dataset, dict):
+            if negative_patches == 'empty_target':
+                dataset = dict(dataset, image_labels=None)
+            dataset = DATASETS.build(dataset)
+        self.dataset = dataset
         self.dataset.full_init()
         self.policy = policy
+        self.negative_patches = negative_patches
         self.rounds = [dict(r) for r in rounds]
         infos = [self.dataset.get_data_info(i) for i in range(len(self.dataset))]
         self.selection = select_pseudo_labels(infos, self.rounds, policy, skip_empty_labels)
@@ -175,6 +199,15 @@ class IDSPseudoLabelDataset:
             raise EmptyPseudoLabelSelection(
                 f'IDSPseudoLabelDataset: no training patch selected from {last_dir} '
                 f'(policy {policy}): {self.selection.summary()}')
+        if negative_patches == 'empty_target':
+            negatives = [(index, None, -1) for index, info in enumerate(infos)
+                         if int(info['img_label']) == 0]
+            if not negatives:
+                raise ValueError("IDSPseudoLabelDataset(negative_patches='empty_target'): the "
+                                 f'wrapped dataset ({self.dataset.ann_file}) has no negative '
+                                 'patch (img_label 0)')
+            self.selection.entries = sorted(self.selection.entries + negatives)
+            self.selection.counts['negatives'] = len(negatives)
         MMLogger.get_current_instance().info(
             f'IDSPseudoLabelDataset ({policy}, labels from {last_dir}): '
             f'{self.selection.summary()}')
@@ -199,6 +232,7 @@ class IDSPseudoLabelDataset:
         info['seg_map_path'] = label_path
         info['mask_values'] = (0, 1)  # pseudo-labels are written 0/1 (engine.pseudo_labels)
         info['pseudo_label_round'] = round_index
+        info['empty_target'] = label_path is None
         return info
 
     def __getitem__(self, idx: int) -> dict:
@@ -206,4 +240,4 @@ class IDSPseudoLabelDataset:
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(policy={self.policy!r}, '
-                f'{self.selection.summary()})')
+                f'negative_patches={self.negative_patches!r}, {self.selection.summary()})')

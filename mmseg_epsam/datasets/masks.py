@@ -88,7 +88,9 @@ class LoadPatchMask(BaseTransform):
     Replaces MMSeg's ``LoadAnnotations`` for this project's patch datasets: the values are
     checked against the data info's ``mask_values`` (set by ``HistoPatchDataset``), or this
     transform's own ``mask_values`` when given. A data info without a mask path (a training
-    patch whose mask is optional and absent) passes through without ``gt_seg_map``.
+    patch whose mask is optional and absent) passes through without ``gt_seg_map``, unless
+    it is marked ``empty_target`` (a negative patch trained on an all-zero target, see
+    ``IDSPseudoLabelDataset``): then ``gt_seg_map`` is zeros of the image's size.
 
     Args:
         mask_values: ``(background, tumour)`` on disk; None reads it from the data info
@@ -101,10 +103,13 @@ class LoadPatchMask(BaseTransform):
     def transform(self, results: dict) -> dict:
         """Add ``gt_seg_map`` (uint8 0/1) and register it in ``seg_fields``."""
         path = results.get('seg_map_path')
-        if path is None:
+        if path is None and results.get('empty_target'):
+            results['gt_seg_map'] = np.zeros(results['img'].shape[:2], np.uint8)
+        elif path is None:
             return results
-        values = self.mask_values or results.get('mask_values') or DEFAULT_MASK_VALUES
-        results['gt_seg_map'] = read_mask(path, values)
+        else:
+            values = self.mask_values or results.get('mask_values') or DEFAULT_MASK_VALUES
+            results['gt_seg_map'] = read_mask(path, values)
         results.setdefault('seg_fields', []).append('gt_seg_map')
         return results
 

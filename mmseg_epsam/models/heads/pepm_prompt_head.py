@@ -105,13 +105,22 @@ class PEPMPromptHead:
         return build_prompt_set(positive_xy, mask.shape, target_length, negative_xy, box,
                                 self.reference_unscaled_coords)
 
-    def train_prompts(self, target_mask: np.ndarray, target_length: int) -> PromptSet:
-        """Training prompts from a target mask (``HxW``, > 0 is foreground), in the SAM frame."""
-        target_mask = np.asarray(target_mask)
-        points = (sample_uniform_points(target_mask, self.num_points, self.train_rng,
+    def train_prompts(self, target_mask: np.ndarray, target_length: int,
+                      negative_patch: bool = False) -> PromptSet:
+        """Training prompts from a target mask (``HxW``, > 0 is foreground), in the SAM frame.
+
+        The prompt region is the target, except for a negative patch with an empty target
+        (``IDSPseudoLabelDataset(negative_patches='empty_target')``): its points (and box)
+        cover the whole patch, as PEPM prompts cover most of a positive patch at inference,
+        and the decoder learns to answer them with an empty mask.
+        """
+        region = np.asarray(target_mask)
+        if negative_patch and not region.any():
+            region = np.ones(region.shape, bool)
+        points = (sample_uniform_points(region, self.num_points, self.train_rng,
                                         self.small_mask_policy)
                   if self.uses_points else np.zeros((0, 2), np.float32))
-        return self._assemble(points, target_mask, target_length, self.train_rng)
+        return self._assemble(points, region, target_length, self.train_rng)
 
     def inference_points(self, cam: np.ndarray, initial_mask: np.ndarray,
                          rng: np.random.Generator,
@@ -170,7 +179,8 @@ class PEPMPromptHead:
                            gt_mask: Optional[np.ndarray] = None) -> PromptSet:
         """Prompts for one data sample.
 
-        ``'train'`` draws from ``target_mask``. ``'pepm'`` uses explicit prompts when
+        ``'train'`` draws from ``target_mask`` (a negative patch, ``img_label`` 0, with an
+        empty target draws from the whole patch: :meth:`train_prompts`). ``'pepm'`` uses explicit prompts when
         ``metainfo`` has ``point_coords`` / ``point_labels`` (and optional ``box``), in the
         frame of ``img_shape``; otherwise it uses the ``cam`` / ``initial_mask`` arrays of
         ``metainfo`` (set by ``LoadCAMAndInitialMask``; the head reads no files); the patch
@@ -182,7 +192,8 @@ class PEPMPromptHead:
         if mode == 'train':
             if target_mask is None:
                 raise ValueError("mode 'train' needs the target mask")
-            return self.train_prompts(target_mask, target_length)
+            negative_patch = int(metainfo.get('img_label', 1)) == 0
+            return self.train_prompts(target_mask, target_length, negative_patch)
         if 'point_coords' in metainfo:
             return self.explicit_prompts(metainfo['point_coords'], metainfo['point_labels'],
                                          tuple(metainfo['img_shape'][:2]), target_length,

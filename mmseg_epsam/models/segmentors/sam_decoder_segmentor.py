@@ -72,9 +72,16 @@ def soft_dice_iou_loss(logits: Tensor, target: Tensor,
 
     With ``p = sigmoid(logits)`` and ``g`` the binary target:
     ``dice = 1 - (2 Σpg + s) / (Σp + Σg + s)``, ``iou = 1 - (Σpg + s) / (Σp + Σg - Σpg + s)``.
+
+    An all-zero target (a negative patch, ``IDSPseudoLabelDataset(negative_patches=
+    'empty_target')``) is scored on the background, ``p -> 1 - p``, ``g -> 1 - g``: the
+    foreground form has a vanishing gradient there (``s / (Σp + s)^2``), while the background
+    IoU loss equals the mean of ``p``, the soft FP area.
     """
     prob = logits.sigmoid().reshape(-1)
     target = target.reshape(-1).to(prob.dtype)
+    if not target.any():
+        prob, target = 1 - prob, 1 - target
     intersection = (prob * target).sum()
     total = prob.sum() + target.sum()
     dice = 1 - (2 * intersection + smooth) / (total + smooth)
@@ -383,8 +390,10 @@ class SAMDecoderSegmentor(BaseSegmentor):
         ``gt_sem_seg``.
 
         Each image is prompted with ``num_points`` points uniform from its target. Images
-        with an empty target give no prompt and are skipped (not even encoded); a batch with
-        none left gives a zero loss that still reaches the decoder parameters.
+        with an empty target give no prompt and are skipped (not even encoded), except
+        negative patches (``img_label`` 0), prompted over the whole patch and scored against
+        their empty target (:func:`soft_dice_iou_loss`); a batch with none left gives a zero
+        loss that still reaches the decoder parameters.
         """
         images = self._uint8_images(inputs, data_samples)
         views = self._draw_views(len(images))
