@@ -170,3 +170,28 @@ def test_raising_num_rounds_continues_a_finished_run(pipeline_run):
         assert '[decoder_r2] not run: an earlier round kept no pseudo-label' in log
     assert '[test] recomputing' in log or '[test] done earlier' in log
     assert summary['test']['num_pos'] == 3
+
+
+def test_negative_patches_train_the_decoder_and_are_exported(pipeline_run, tmp_path):
+    """decoder.cfg_options...negative_patches=empty_target (beyond the paper): the decoder
+    trains on the 2 negative training patches too, and the exported pseudo-label dataset
+    lists them as label 0 with all-zero masks. Stage 1 is shared by links, as
+    benchmarks/sam_stages_seeds.py does."""
+    data_root, source, _ = pipeline_run
+    work_dir = tmp_path / 'negatives'
+    work_dir.mkdir()
+    for name in ('classifier', 'cams', 'stage1'):
+        os.symlink(osp.join(source, name), work_dir / name)
+    log = run_pipeline(data_root, str(work_dir), 'rounds.num_rounds=0',
+                       'decoder.cfg_options.train_dataloader.dataset.negative_patches'
+                       '=empty_target', '--until', 'pseudo_label_dataset')
+    assert 'negatives=2' in log and '[classifier] done earlier: skipped' in log
+    export = work_dir / 'pseudo_label_dataset'
+    lines = dict(line.split() for line in open(export / 'splits' / 'train.txt'))
+    train = dict(line.split() for line in open(osp.join(data_root, 'splits', 'train.txt')))
+    negatives = [name for name, label in train.items() if label == '0']
+    assert len(negatives) == 2 and all(lines[name] == '0' for name in negatives)
+    for name in negatives:
+        mask = cv2.imread(str(export / 'ann_dir' / 'train' / f'{name}.png'), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (64, 64) and not mask.any()
+    assert sum(label == '1' for label in lines.values()) >= 1

@@ -39,11 +39,13 @@ import shutil
 from typing import Dict, List, Optional, Sequence
 
 import cv2
+import numpy as np
 from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
 from mmengine.registry import init_default_scope
 
 from mmseg.registry import DATASETS, MODELS
+from ..datasets.histo_patch import image_size
 from ..datasets.ids_pseudo_label_dataset import POLICIES, EmptyPseudoLabelSelection
 from ..datasets.masks import parse_mask_values, read_mask
 from ..datasets.transforms.load_cam import load_cam, load_initial_mask
@@ -619,7 +621,9 @@ class EPSAMPipeline:
 
         ``<work_dir>/pseudo_label_dataset`` has the usual layout: ``splits/train.txt`` and
         ``ann_dir/train`` hold the positive patches with their final pseudo-labels (as
-        selected for the last trained round), ``img_dir/train`` links to their images, and
+        selected for the last trained round) and, when the decoder trained on negative
+        patches (``negative_patches='empty_target'``), the negatives with all-zero masks;
+        ``img_dir/train`` links to their images, and
         val/test link to the original splits. Any MMSeg model trains on it with a plain
         ``HistoPatchDataset`` (e.g. ``configs/epsam/unet_pseudo_labels_demo.py``).
         """
@@ -634,9 +638,14 @@ class EPSAMPipeline:
             info = dataset.get_data_info(i)
             name = info['patch_name']
             _link(info['img_path'], osp.join(out_dir, 'img_dir', 'train', f'{name}.png'))
-            write_png(osp.join(out_dir, 'ann_dir', 'train', f'{name}.png'),
-                      read_mask(info['seg_map_path']), channel_order='bgr')
-            lines.append(f'{name} 1\n')
+            if info.get('empty_target'):
+                width, height = image_size(info['img_path'])
+                label = np.zeros((height, width), np.uint8)
+            else:
+                label = read_mask(info['seg_map_path'])
+            write_png(osp.join(out_dir, 'ann_dir', 'train', f'{name}.png'), label,
+                      channel_order='bgr')
+            lines.append(f"{name} {int(info['img_label'])}\n")
         write_text(osp.join(out_dir, 'splits', 'train.txt'), ''.join(lines))
         source_root = osp.abspath(cfg.test_dataloader.dataset.data_root)
         for split in ('val', 'test'):
