@@ -7,9 +7,9 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from mmengine.structures import PixelData
 
 import mmseg_epsam  # noqa: F401  (registers EVPADLResNet)
 from conftest import ROOT, write_patch_dataset
@@ -33,7 +33,7 @@ def tiny_batch(size=64, seed=0):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def test_evp_adl_resnet_serves_a_stock_encoder_decoder(tmp_path):
+def test_evp_adl_resnet_serves_a_stock_encoder_decoder():
     cfg = Config.fromfile(osp.join(CONFIG_DIR, 'evp_adl_fcn_demo.py'))
     assert cfg.model.type == 'EncoderDecoder' and cfg.model.backbone.type == 'EVPADLResNet'
     init_default_scope('mmseg')
