@@ -92,7 +92,8 @@ class EVPADLResNet(BaseModule):
     Output of ``forward``: the outputs of the stages in ``out_indices`` (0: layer1 ...
     3: layer4), strides 4, 8, 16 and 16, channels 256, 512, 1024 and 2048. A single
     bottleneck (e.g. ``'layer4.0'``, the reference's CAM layer) is read by its module name
-    with a forward hook (:func:`mmseg_epsam.models.classifiers.module_output.module_output`).
+    with a forward hook (:func:`mmseg_epsam.models.classifiers.module_output.module_output`);
+    that is its output before its ADL, the same in eval mode, where ADL is the identity.
 
     Args:
         depth: 50 (default) or 101.
