@@ -7,7 +7,7 @@ from mmseg.registry import MODELS
 
 import mmseg_epsam  # noqa: F401  (registers the classifier)
 from mmseg_epsam.functional.cam import normalize_cam
-from mmseg_epsam.models.classifiers import CAM_METHODS, cam_function
+from mmseg_epsam.models.classifiers import CAM_METHODS, cam_function, module_output
 
 pytest.importorskip('pytorch_grad_cam')
 LAST_BLOCK = 'layer4.2'  # the block the linear head reads (through global average pooling)
@@ -33,7 +33,7 @@ def inputs():
 
 def features_of(model, inputs, layer=LAST_BLOCK):
     with torch.no_grad():
-        return model.backbone(inputs, stop_at=layer)
+        return module_output(model.backbone, layer, inputs)
 
 
 def test_gradcam_of_the_last_block_is_the_normalised_cam(classifier, inputs):

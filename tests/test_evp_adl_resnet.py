@@ -6,6 +6,7 @@ from mmseg.registry import MODELS
 import mmseg_epsam  # noqa: F401  (registers EVPADLResNet)
 from mmseg_epsam.functional.evp import evp_high_frequency
 from mmseg_epsam.models.backbones import evp_adl_resnet
+from mmseg_epsam.models.classifiers import module_output
 
 
 def build(**kwargs):
@@ -21,9 +22,14 @@ def backbone():
 def test_output_stride_16_and_layer4_dilation(backbone):
     inputs = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
-        out = backbone(inputs)
-        cam_features = backbone(inputs, stop_at='layer4.0')
-        layer3 = backbone(inputs, stop_at='layer3.5')
+        stages = backbone(inputs)
+        out = stages[-1]
+        cam_features = module_output(backbone, 'layer4.0', inputs)
+        layer3 = module_output(backbone, 'layer3.5', inputs)
+    # MMSeg's backbone contract: one map per out_indices entry (default all four stages)
+    assert isinstance(stages, tuple)
+    assert [tuple(s.shape) for s in stages] == [(2, 256, 16, 24), (2, 512, 8, 12),
+                                                (2, 1024, 4, 6), (2, 2048, 4, 6)]
     assert out.shape == (2, 2048, 4, 6)
     assert cam_features.shape == (2, 2048, 4, 6)
     assert layer3.shape == (2, 1024, 4, 6)
@@ -35,22 +41,39 @@ def test_output_stride_16_and_layer4_dilation(backbone):
     assert all(block.conv2.dilation == (2, 2) and block.conv2.padding == (2, 2)
                for block in dilated.layer4[1:])
     with torch.no_grad():
-        assert dilated(inputs).shape == (2, 2048, 4, 6)
-    assert backbone.block_out_channels('layer4.0') == 2048
+        assert dilated(inputs)[-1].shape == (2, 2048, 4, 6)
+    assert backbone.layer4[0].conv3.out_channels == 2048
     assert backbone.block_names[0] == 'layer1.0' and backbone.block_names[-1] == 'layer4.2'
 
 
-def test_stop_at_returns_the_named_block_output(backbone):
+def test_module_output_returns_the_named_block_output_and_stops_there(backbone):
     inputs = torch.rand(1, 3, 32, 32)
-    captured = {}
-    handle = backbone.layer4[0].register_forward_hook(
-        lambda module, args, output: captured.update(out=output))
+    captured, later = {}, []
+    handles = [backbone.layer4[0].register_forward_hook(
+        lambda module, args, output: captured.update(out=output)),
+        backbone.layer4[1].register_forward_hook(lambda *args: later.append(1))]
     with torch.no_grad():
-        stopped = backbone(inputs, stop_at='layer4.0')
-    handle.remove()
+        stopped = module_output(backbone, 'layer4.0', inputs)
+    for handle in handles:
+        handle.remove()
     torch.testing.assert_close(stopped, captured['out'])
-    with pytest.raises(ValueError, match='stop_at'):
-        backbone(inputs, stop_at='layer5.0')
+    assert not later  # the blocks after the named one do not run
+    assert not backbone.layer4[0]._forward_hooks  # the stopping hook is removed
+    with pytest.raises(ValueError, match='layer5.0'):
+        module_output(backbone, 'layer5.0', inputs)
+
+
+def test_out_indices_select_the_stages(backbone):
+    inputs = torch.rand(1, 3, 32, 32)
+    last_two = build(out_indices=(2, 3)).eval()
+    last_two.load_state_dict(backbone.state_dict())
+    with torch.no_grad():
+        every, selected = backbone(inputs), last_two(inputs)
+    assert len(selected) == 2
+    for kept, full in zip(selected, every[2:]):
+        torch.testing.assert_close(kept, full)
+    with pytest.raises(ValueError, match='out_indices'):
+        build(out_indices=(4, ))
 
 
 @pytest.mark.parametrize('fusion,in_channels', [('concat', 4), ('add', 3)])
@@ -61,7 +84,7 @@ def test_evp_channel_reaches_first_conv(monkeypatch, fusion, in_channels):
     seen = {}
     model.conv1.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
     with torch.no_grad():
-        reference = model(inputs)
+        reference = model(inputs)[-1]
     evp = evp_high_frequency(inputs)
     expected_stem_input = torch.cat([inputs, evp], 1) if fusion == 'concat' else inputs + evp
     torch.testing.assert_close(seen['x'], expected_stem_input)
@@ -69,7 +92,7 @@ def test_evp_channel_reaches_first_conv(monkeypatch, fusion, in_channels):
     monkeypatch.setattr(evp_adl_resnet, 'evp_high_frequency',
                         lambda images, *args: torch.zeros_like(images[:, :1]))
     with torch.no_grad():
-        changed = model(inputs)
+        changed = model(inputs)[-1]
     assert (changed - reference).abs().max() > 1e-4
 
 
@@ -93,8 +116,8 @@ def test_adl_positions_and_identity_in_eval():
     with torch.no_grad():
         torch.testing.assert_close(with_adl.eval()(inputs), without_adl.eval()(inputs))
         torch.manual_seed(1)
-        trained = with_adl.train()(inputs)
-        plain = without_adl.train()(inputs)
+        trained = with_adl.train()(inputs)[-1]
+        plain = without_adl.train()(inputs)[-1]
     assert (trained - plain).abs().max() > 1e-4
     with pytest.raises(ValueError, match='adl_positions'):
         build(adl_positions=('layer4.7', ))
@@ -173,3 +196,22 @@ def test_bad_pretrained_file_names_the_file(tmp_path):
     model = build(pretrained=str(path))
     with pytest.raises(KeyError, match='not_a_resnet.pth'):
         model.init_weights()
+
+
+def test_pretrained_weights_come_through_init_cfg(tmp_path):
+    from torchvision.models import resnet50
+    torch.manual_seed(4)
+    imagenet = resnet50().state_dict()
+    path = tmp_path / 'resnet50.pth'
+    torch.save(imagenet, path)
+    init_cfg = dict(type='Pretrained', checkpoint=str(path))
+    model = build(init_cfg=init_cfg)
+    assert build(pretrained=str(path)).init_cfg == init_cfg  # the shorthand, same route
+    model.init_weights()
+    torch.testing.assert_close(model.conv1.weight[:, :3], imagenet['conv1.weight'])
+    torch.testing.assert_close(model.layer3[1].bn2.weight, imagenet['layer3.1.bn2.weight'])
+    with pytest.raises(ValueError, match='not both'):
+        build(pretrained=str(path), init_cfg=init_cfg)
+    constant = build(init_cfg=dict(type='Constant', layer='Conv2d', val=0.5))
+    constant.init_weights()  # any other initialiser is MMEngine's
+    assert (constant.layer2[0].conv1.weight == 0.5).all()

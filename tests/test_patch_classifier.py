@@ -15,6 +15,7 @@ from mmseg.structures import SegDataSample
 import mmseg_epsam  # noqa: F401  (registers the classifier, metric and transforms)
 from mmseg_epsam.datasets.transforms.color_jitter import shift_hue
 from mmseg_epsam.functional.classification import accuracy_at_threshold, roc_auc
+from mmseg_epsam.models.classifiers import module_output
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', 'configs', 'epsam')
 BACKBONE = dict(type='EVPADLResNet', depth=50)
@@ -56,7 +57,7 @@ def test_compute_cam_is_relu_of_fc_weights_on_cam_layer(classifier):
     # eval mode: deterministic (ADL off) and equal to an eval-mode backbone forward
     classifier.eval()
     with torch.no_grad():
-        direct = classifier.backbone(inputs, stop_at='layer4.0')
+        direct = module_output(classifier.backbone, 'layer4.0', inputs)
     torch.testing.assert_close(cam, torch.relu(torch.einsum('bchw,c->bhw', direct, weights)))
     torch.testing.assert_close(classifier.compute_cam(inputs), cam)
     assert classifier.compute_cam(inputs, cam_layer='layer4.2').shape == (2, 4, 4)
@@ -312,15 +313,18 @@ def test_demo_config_trains_and_validates_through_the_runner(tmp_path):
     assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
 
 
-def test_pretrained_init_from_the_command_line(tmp_path):
-    """--cfg-options model.backbone.pretrained=FILE: ImageNet-style weights, random head."""
+@pytest.mark.parametrize('key', ['pretrained', 'init_cfg'])
+def test_pretrained_init_from_the_command_line(tmp_path, key):
+    """--cfg-options model.backbone.pretrained=FILE, or its long form init_cfg=dict(
+    type='Pretrained', checkpoint=FILE): ImageNet-style weights, random head."""
     from torchvision.models import resnet50
     torch.manual_seed(5)
     imagenet = resnet50().state_dict()  # generated weights in the torchvision layout
     path = tmp_path / 'resnet50.pth'
     torch.save(imagenet, path)
     cfg = Config.fromfile(osp.join(CONFIG_DIR, 'classifier_reference.py'))
-    cfg.merge_from_dict({'model.backbone.pretrained': str(path)})
+    value = str(path) if key == 'pretrained' else dict(type='Pretrained', checkpoint=str(path))
+    cfg.merge_from_dict({f'model.backbone.{key}': value})
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()  # what the runner calls before training
@@ -331,3 +335,45 @@ def test_pretrained_init_from_the_command_line(tmp_path):
                                imagenet['layer4.0.bn3.running_mean'])
     # the 1000-class ImageNet head is dropped; the tumour head keeps its N(0, 0.01^2) init
     assert abs(model.fc.weight.std().item() - 0.01) < 0.001 and model.fc.bias.item() == 0.0
+
+
+STOCK_BACKBONES = [
+    # MMSeg's ResNetV1c (deep stem, stride 32): the CAM of its last stage
+    (dict(type='ResNetV1c', depth=18, norm_cfg=dict(type='BN', requires_grad=True)), 'layer4',
+     512, 32),
+    # MMPretrain's ResNet, from its own registry (an ImageNet classifier's backbone)
+    (dict(type='mmpretrain.ResNet', depth=18), 'layer4.1', 512, 32),
+]
+
+
+@pytest.mark.parametrize('backbone,cam_layer,channels,stride', STOCK_BACKBONES,
+                         ids=['mmseg.ResNetV1c', 'mmpretrain.ResNet'])
+def test_stock_backbones_give_cams_through_the_named_layer(backbone, cam_layer, channels,
+                                                           stride):
+    """Any backbone serves: the CAM layer is a module name, read with a forward hook."""
+    if backbone['type'].startswith('mmpretrain.'):
+        pytest.importorskip('mmpretrain')
+    from mmseg_epsam.functional.cam import rotate_and_fuse_cams
+    from mmseg_epsam.models.classifiers import cam_function
+    torch.manual_seed(0)
+    model = MODELS.build(dict(type='EPSAMPatchClassifier', backbone=backbone,
+                              cam_layer=cam_layer, head_init_std=None))
+    assert model.fc.in_features == channels
+    inputs = torch.rand(2, 3, 128, 96)
+    loss = model(inputs, [sample(1), sample(0)], mode='loss')['loss_bce']
+    loss.backward()  # it trains like the default classifier
+    assert all(p.grad is not None for p in model.backbone.layer1.parameters())
+    model.zero_grad(set_to_none=True)
+    fused = rotate_and_fuse_cams(model.compute_cam, inputs[:, :, :96])  # square: 4 views
+    assert fused.shape == (2, 96 // stride, 96 // stride)
+    assert torch.isfinite(fused).all() and fused.min() >= 0 and fused.max() <= 1
+    assert fused.max() > 0
+    raw = model.compute_cam(inputs)
+    assert raw.shape == (2, 128 // stride, 96 // stride) and (raw >= 0).all()
+    gradcam = cam_function(model, 'gradcam')(inputs)  # the package's methods use the name too
+    assert gradcam.shape == raw.shape and torch.isfinite(gradcam).all()
+    assert 0.0 <= gradcam.min() and gradcam.max() <= 1.0
+    with pytest.raises(ValueError, match='channels'):
+        model.compute_cam(inputs, cam_layer='layer3')
+    with pytest.raises(ValueError, match='names no module'):
+        MODELS.build(dict(type='EPSAMPatchClassifier', backbone=backbone, cam_layer='layer9'))

@@ -56,6 +56,7 @@ from ..engine.runner import EPSAMRunner
 from ..functional.cam import cam_postprocess
 from ..functional.ids import IDS_VARIANTS
 from ..models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_for_checkpoint
+from ..models.segmentors import DECODER_RESET_MODES
 from ..utils.checkpoint import flatten_config
 from ..utils.io import write_json, write_png, write_text
 from ..utils.lock import WorkDirLock
@@ -64,7 +65,6 @@ from ..utils.pictures import render_panels
 DONE_FILE = 'stage_done.json'
 STARTED_FILE = 'stage_started.json'
 RECORDED_CONFIG = 'pipeline_config.py'  # the pipeline config a run used, in its work dir
-RESET_MODES = ('pretrained', 'random', 'previous')
 #: The keys of a pipeline config, by section ('' = top level); any other is an error.
 PIPELINE_KEYS = {
     '': ('work_dir', 'data_root', 'mask_values', 'classifier', 'cam', 'decoder', 'rounds',
@@ -179,7 +179,7 @@ def validate_pipeline_config(cfg: Config) -> None:
             errors.append(f'{section}.config is required (the stage\'s MMEngine config)')
     rounds = cfg.get('rounds', {})
     checks = [
-        ('rounds.reset', rounds.get('reset', 'pretrained'), RESET_MODES),
+        ('rounds.reset', rounds.get('reset', 'pretrained'), DECODER_RESET_MODES),
         ('rounds.policy', rounds.get('policy', 'per_round'), POLICIES),
         ('rounds.ids_variant', rounds.get('ids_variant', 'paper'), IDS_VARIANTS),
     ]

@@ -15,7 +15,7 @@ data_preprocessor = dict(
 model = dict(
     type='EPSAMPatchClassifier',
     data_preprocessor=data_preprocessor,
-    cam_layer='layer4.0',
+    cam_layer='layer4.0',  # a backbone module name, read with a forward hook
     head_init_std=0.01,  # fc weights N(0, 0.01^2), zero bias (the reference); None: PyTorch's
     backbone=dict(
         type='EVPADLResNet',
@@ -29,4 +29,6 @@ model = dict(
         adl_drop_threshold=0.8,
         dilate_layer4=False,  # the reference: layer4 stride 1, no dilation
         conv_init='xavier_uniform',  # the reference; 'kaiming_normal' = torchvision's
-        pretrained=None))  # random init as the reference; or a local ImageNet ResNet-50 .pth
+        # random init as the reference; or a local ImageNet / pathology ResNet-50 .pth, the
+        # shorthand of init_cfg=dict(type='Pretrained', checkpoint=...)
+        pretrained=None))

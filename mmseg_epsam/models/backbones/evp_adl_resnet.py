@@ -14,9 +14,13 @@ key) with
   field of a stride-2 layer4);
 - random initialisation as the reference (Xavier-uniform convolutions) or torchvision's
   (Kaiming-normal), chosen by ``conv_init`` (docs/classifier_presets.md gives the source of
-  every such choice).
+  every such choice), or ImageNet / pathology weights through
+  ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+It follows MMSeg's backbone contract: ``forward`` returns a tuple of stage outputs selected
+by ``out_indices``, so it serves an ``EncoderDecoder`` as well as the patch classifier.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -85,8 +89,11 @@ class EVPADLResNet(BaseModule):
     """ResNet with the explicit visual prompt and Attention Dropout Layers, output stride 16.
 
     Input: RGB in [0, 1] (data preprocessor with mean 0 and std 255), ``[B, 3, H, W]``.
-    Output of ``forward``: the last feature map ``[B, 2048, H/16, W/16]``, or the output of
-    the bottleneck named ``stop_at`` (e.g. ``'layer4.0'``, the reference's CAM layer).
+    Output of ``forward``: the outputs of the stages in ``out_indices`` (0: layer1 ...
+    3: layer4), strides 4, 8, 16 and 16, channels 256, 512, 1024 and 2048. A single
+    bottleneck (e.g. ``'layer4.0'``, the reference's CAM layer) is read by its module name
+    with a forward hook (:func:`mmseg_epsam.models.classifiers.module_output.module_output`);
+    that is its output before its ADL, the same in eval mode, where ADL is the identity.
 
     Args:
         depth: 50 (default) or 101.
@@ -108,13 +115,18 @@ class EVPADLResNet(BaseModule):
         conv_init: Random initialisation of the convolutions: ``'xavier_uniform'``
             (default, the reference) or ``'kaiming_normal'`` (torchvision's, fan-out; the
             demo presets were trained so). BatchNorm starts at scale 1, shift 0 either way.
-        pretrained: Optional local path of an ImageNet or pathology ResNet state dict
-            (torchvision / timm layout, or an mmpretrain checkpoint with ``backbone.`` keys,
-            see :func:`imagenet_to_evp_state_dict`), loaded with
-            ``weights_only=True`` in :meth:`init_weights`. With ``evp_fusion='concat'`` the
+        out_indices: Stages whose outputs ``forward`` returns (default all four, as
+            MMSeg's ``ResNet``).
+        pretrained: Shorthand for ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``
+            (MMSeg's ``EncoderDecoder(pretrained=...)`` sets it; it is also the short
+            ``--cfg-options model.backbone.pretrained=FILE``). Give it or ``init_cfg``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=FILE)``: a local ImageNet or pathology
+            ResNet state dict (torchvision / timm layout, or an mmpretrain checkpoint with
+            ``backbone.`` keys, see :func:`imagenet_to_evp_state_dict`), loaded with
+            ``weights_only=True`` in :meth:`init_weights`; with ``evp_fusion='concat'`` the
             EVP channel's first-conv filters are initialised to the mean of the RGB filters.
-            None (default, as the reference): random initialisation.
-        init_cfg: Unused beyond :class:`mmengine.model.BaseModule` (kept for the registry).
+            Other types go to :class:`mmengine.model.BaseModule`. None (default, as the
+            reference): the random initialisation of ``conv_init``.
     """
 
     def __init__(self,
@@ -128,8 +140,14 @@ class EVPADLResNet(BaseModule):
                  adl_drop_threshold: float = 0.8,
                  dilate_layer4: bool = False,
                  conv_init: str = 'xavier_uniform',
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give the initial weights once, as pretrained or as '
+                                 f'init_cfg, not both: {pretrained!r} and {init_cfg!r}')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
         if depth not in BLOCKS_PER_LAYER:
             raise ValueError(f'depth must be one of {sorted(BLOCKS_PER_LAYER)}, got {depth}')
@@ -141,7 +159,6 @@ class EVPADLResNet(BaseModule):
         self.evp_mask_size = evp_mask_size
         self.evp_mask_ratio = evp_mask_ratio
         self.evp_fft_norm = evp_fft_norm
-        self.pretrained = pretrained
 
         in_channels = 4 if evp_fusion == 'concat' else 3
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -157,7 +174,10 @@ class EVPADLResNet(BaseModule):
             self.add_module(name, make_res_layer(channels, planes, num_blocks, stride,
                                                  first_dil, dil))
             channels = planes * Bottleneck.expansion
-        self.out_channels = channels
+        if not out_indices or any(i not in range(len(self.layer_names)) for i in out_indices):
+            raise ValueError(f'out_indices must be a non-empty subset of (0, 1, 2, 3), got '
+                             f'{tuple(out_indices)}')
+        self.out_indices = tuple(out_indices)
         self.block_names = [f'{name}.{j}' for name in self.layer_names
                             for j in range(len(getattr(self, name)))]
 
@@ -185,14 +205,6 @@ class EVPADLResNet(BaseModule):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def block_out_channels(self, block_name: str) -> int:
-        """Channels of the output of bottleneck ``block_name`` (e.g. ``'layer4.0'``)."""
-        if block_name not in self.block_names:
-            raise ValueError(f'{block_name!r} names no bottleneck of {type(self).__name__}; '
-                             f'valid: {self.block_names}')
-        layer, index = block_name.split('.')
-        return getattr(self, layer)[int(index)].conv3.out_channels
-
     def add_visual_prompt(self, inputs: torch.Tensor) -> torch.Tensor:
         """Fuse the EVP of ``inputs`` ``[B, 3, H, W]`` (RGB in [0, 1]) as configured."""
         if self.evp_fusion is None:
@@ -203,51 +215,52 @@ class EVPADLResNet(BaseModule):
             return torch.cat([inputs, evp], dim=1)
         return inputs + evp
 
-    def forward(self, inputs: torch.Tensor, stop_at: Optional[str] = None) -> torch.Tensor:
-        """Features of ``inputs`` ``[B, 3, H, W]`` (RGB in [0, 1]).
+    def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Stage outputs of ``inputs`` ``[B, 3, H, W]`` (RGB in [0, 1]) for ``out_indices``.
 
-        Args:
-            inputs: Preprocessed images.
-            stop_at: Return the output of this bottleneck (after its ADL, which is the
-                identity in eval mode) instead of running the whole network.
-
-        Returns:
-            ``[B, C, h, w]`` with ``h = ceil(H / 16)`` for the layer3/layer4 blocks.
+        Each stage output is taken after the ADL of its last bottleneck, if any (the
+        identity in eval mode). ``[B, C, h, w]`` with ``h = ceil(H / 16)`` for layer3 and
+        layer4.
         """
         if inputs.ndim != 4 or inputs.shape[1] != 3:
             raise ValueError(f'{type(self).__name__} expects RGB inputs [B, 3, H, W] in '
                              f'[0, 1], got shape {tuple(inputs.shape)}')
-        if stop_at is not None and stop_at not in self.block_names:
-            raise ValueError(f'stop_at={stop_at!r} names no bottleneck; valid: '
-                             f'{self.block_names}')
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.add_visual_prompt(inputs)))))
-        for layer_name in self.layer_names:
+        outs = []
+        for stage, layer_name in enumerate(self.layer_names):
             for index, block in enumerate(getattr(self, layer_name)):
                 x = block(x)
                 adl_key = f'{layer_name}_{index}'
                 if adl_key in self.adl:
                     x = self.adl[adl_key](x)
-                if stop_at == f'{layer_name}.{index}':
-                    return x
-        return x
+            if stage in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
 
     def init_weights(self) -> None:
-        """Load the ImageNet weights of ``pretrained`` when given (else keep random init)."""
-        super().init_weights()
-        if self.pretrained is None:
+        """Load ``init_cfg=dict(type='Pretrained', checkpoint=FILE)`` through
+        :func:`imagenet_to_evp_state_dict`; other ``init_cfg`` types go to MMEngine, and
+        None keeps the random initialisation.
+
+        MMEngine's own ``Pretrained`` initialiser would leave the 4-channel first conv
+        random (a shape mismatch); hence the override, as MMSeg's ViT backbones do.
+        """
+        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
+            super().init_weights()
             return
+        checkpoint = self.init_cfg['checkpoint']
         state_dict = imagenet_to_evp_state_dict(
-            load_foreign_state_dict(self.pretrained), self.conv1.in_channels, self.pretrained)
+            load_foreign_state_dict(checkpoint), self.conv1.in_channels, checkpoint)
         missing, unexpected = self.load_state_dict(state_dict, strict=False)
         # Old torchvision files predate BatchNorm's num_batches_tracked buffer.
         missing = [k for k in missing if not k.endswith('num_batches_tracked')]
         if missing or unexpected:
-            raise KeyError(f'{self.pretrained}: not a ResNet state dict matching '
+            raise KeyError(f'{checkpoint}: not a ResNet state dict matching '
                            f'{type(self).__name__}; missing keys {missing[:5]} '
                            f'(of {len(missing)}), unexpected keys {unexpected[:5]} '
                            f'(of {len(unexpected)})')
         MMLogger.get_current_instance().info(
-            f'{type(self).__name__}: loaded ImageNet weights from {self.pretrained} '
+            f'{type(self).__name__}: loaded ImageNet weights from {checkpoint} '
             f'({len(state_dict)} tensors; first conv has {self.conv1.in_channels} inputs)')
 
 

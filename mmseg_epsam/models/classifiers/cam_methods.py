@@ -21,6 +21,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+from .module_output import named_submodule
+
 CAM_METHODS = ('cam', 'gradcam', 'gradcam++', 'eigencam')
 # Class names in pytorch_grad_cam of each gradient-based / eigen method.
 GRAD_CAM_CLASSES = {'gradcam': 'GradCAM', 'gradcam++': 'GradCAMPlusPlus',
@@ -70,8 +72,8 @@ def cam_function(model: nn.Module, method: str = 'cam',
         model: An ``EPSAMPatchClassifier`` (``compute_cam``, ``backbone``, ``cam_layer`` and
             ``forward(inputs, mode='tensor')`` giving one logit per image).
         method: One of :data:`CAM_METHODS`.
-        cam_layer: Bottleneck whose output the map is computed from (default: the model's
-            configured ``cam_layer``).
+        cam_layer: Name of the backbone module whose output the map is computed from
+            (default: the model's configured ``cam_layer``).
 
     Returns:
         The function; it runs the model in eval mode and restores its mode. The gradient
@@ -85,7 +87,7 @@ def cam_function(model: nn.Module, method: str = 'cam',
             return model.compute_cam
         return lambda inputs: model.compute_cam(inputs, cam_layer=cam_layer)
     layer_name = cam_layer or model.cam_layer
-    target_layer = model.backbone.get_submodule(layer_name)
+    target_layer = named_submodule(model.backbone, layer_name)
     extractor_class = _feature_resolution_class(method)
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

@@ -1,0 +1,45 @@
+# EP-SAM's EVP-ADL ResNet-50 as the backbone of a stock MMSeg EncoderDecoder with an FCN head,
+# full pixel supervision on the demo patches (data and schedule of unet_demo.py). The backbone
+# follows MMSeg's contract: a tuple of stage outputs by out_indices, initial weights through
+# init_cfg=dict(type='Pretrained', checkpoint=...) (or the segmentor's pretrained=).
+#   python tools/train.py configs/epsam/evp_adl_fcn_demo.py
+_base_ = ['./unet_demo.py']
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    _delete_=True,
+    type='EncoderDecoder',
+    # the EVP is defined on [0, 1] RGB inputs (docs/method.md §1), as for the classifier
+    data_preprocessor=dict(
+        type='SegDataPreProcessor',
+        mean=[0.0, 0.0, 0.0],
+        std=[255.0, 255.0, 255.0],
+        bgr_to_rgb=True,
+        pad_val=0,
+        seg_pad_val=255,
+        size_divisor=16),
+    backbone=dict(
+        type='EVPADLResNet',
+        depth=50,
+        evp_fusion='concat',
+        adl_positions=(),  # ADL serves CAM localisation; pixel supervision needs none
+        dilate_layer4=True,  # output stride 16 with dilation, as for dense prediction
+        conv_init='kaiming_normal',
+        out_indices=(0, 1, 2, 3),
+        init_cfg=None),  # or dict(type='Pretrained', checkpoint='/path/resnet50.pth')
+    decode_head=dict(
+        type='FCNHead',
+        in_channels=2048,
+        in_index=3,
+        channels=256,
+        num_convs=1,
+        concat_input=False,
+        dropout_ratio=0.1,
+        num_classes=2,
+        norm_cfg=norm_cfg,
+        align_corners=False,
+        loss_decode=[
+            dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+            dict(type='DiceLoss', loss_weight=1.0),
+        ]),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))
