@@ -8,6 +8,7 @@ _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_demo.py',
 ]
+data_root = 'data/demo'
 # 512x512 patches are downscaled to 256x256 for speed on 2 CPU cores; predictions are
 # resized back to the patch size before scoring (test pipeline keeps the GT at 512).
 crop_size = (256, 256)
@@ -25,6 +26,6 @@ test_pipeline = [
     dict(type='LoadPatchMask'),
     dict(type='PackSegInputs', meta_keys={{_base_.meta_keys}}),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
