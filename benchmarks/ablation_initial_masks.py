@@ -53,6 +53,7 @@ from mmseg_epsam.engine.cam_generation import (generate_cams, generation_dataset
                                                load_classifier_checkpoint, read_manifest)
 from mmseg_epsam.functional.cam import CAM_POSTPROCESS_PRESETS, cam_postprocess
 from mmseg_epsam.functional.metrics import patch_dice_iou
+from mmseg_epsam.utils.layout import stage1_paths
 
 # Backbone variants as --cfg-options overrides of the classifier config.
 VARIANTS = {
@@ -144,7 +145,8 @@ def evaluate_variant(args, cfg: Config, checkpoint: str) -> dict:
                                gated_dice=summary['gated']['dice'],
                                gated_fp_area=summary['gated']['fp_area'])
     results['scores'] = {name: float(row['cls_score']) for name, row in read_manifest(
-        osp.join(cfg.work_dir, f'stage1_{args.preset}', f'manifest_{args.split}.csv')).items()}
+        stage1_paths(osp.join(cfg.work_dir, f'stage1_{args.preset}'), args.split)[
+            'manifest_file']).items()}
     return results
 
 

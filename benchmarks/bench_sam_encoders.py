@@ -32,6 +32,7 @@ from mmseg_epsam.functional.metrics import patch_dice_iou
 from mmseg_epsam.functional.prompts import mask_bounding_box
 from mmseg_epsam.models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_by_name
 from mmseg_epsam.models.segmentors import SAMDecoderSegmentor
+from mmseg_epsam.utils.layout import cam_file, initial_mask_file, stage1_paths
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,10 +90,10 @@ def main() -> None:
         rows.append((f'LiteMedSAM zero-shot, GT box (ORACLE), {normalization}',
                      mean_dice(preds, gts)))
     if args.stage1_dir:
-        initial = [load_initial_mask(osp.join(args.stage1_dir, 'initial_masks', args.split,
-                                              f'{name}.png')) for name, _, _ in patches]
-        cams = [load_cam(osp.join(args.stage1_dir, 'cams', args.split, f'{name}.npy'))
-                for name, _, _ in patches]
+        stage1 = stage1_paths(args.stage1_dir, args.split)
+        initial = [load_initial_mask(initial_mask_file(stage1['initial_mask_dir'], name))
+                   for name, _, _ in patches]
+        cams = [load_cam(cam_file(stage1['cam_dir'], name)) for name, _, _ in patches]
         rows.append(('initial masks (CAM)', mean_dice(initial, gts)))
         for normalization, model in models.items():
             for kind in ('points', 'box', 'box+points'):

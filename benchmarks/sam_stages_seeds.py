@@ -25,6 +25,8 @@ import sys
 
 import numpy as np
 
+from mmseg_epsam.utils.layout import STAGE1_FOLDER
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 #: Prompt and loss variants: ``--cfg-options`` of the pipeline config.
@@ -61,7 +63,7 @@ def link_stage1(source: str, work_dir: str) -> None:
     """Share the finished stage 1 and the embedding cache of ``source`` with ``work_dir``."""
     os.makedirs(work_dir, exist_ok=True)
     os.makedirs(osp.join(source, 'embedding_cache'), exist_ok=True)
-    for name in ('classifier', 'cams', 'stage1', 'embedding_cache'):
+    for name in ('classifier', 'cams', STAGE1_FOLDER, 'embedding_cache'):
         link = osp.join(work_dir, name)
         if not osp.lexists(link) and osp.exists(osp.join(source, name)):
             os.symlink(osp.abspath(osp.join(source, name)), link)

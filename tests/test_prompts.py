@@ -148,8 +148,11 @@ def test_pepm_head_from_arrays_pipeline_and_explicit(tmp_path):
     (tmp_path / 'initial_masks' / 'val').mkdir(parents=True)
     np.save(tmp_path / 'cams' / 'val' / 'p1.npy', cam.astype(np.float16))
     cv2.imwrite(str(tmp_path / 'initial_masks' / 'val' / 'p1.png'), initial_mask)
-    loaded = LoadCAMAndInitialMask(str(tmp_path), 'val').transform(
-        dict(patch_name='p1', img_path='p1.png'))
+    from mmseg_epsam.utils.layout import stage1_paths, stage1_sample_paths
+    paths = stage1_paths(str(tmp_path), 'val')
+    loaded = LoadCAMAndInitialMask().transform(dict(
+        patch_name='p1', img_path='p1.png', **stage1_sample_paths(
+            dict(cam_path=paths['cam_dir'], initial_mask_path=paths['initial_mask_dir']), 'p1')))
     from_pipeline = head.prompts_for_sample(loaded, 'pepm', 128)
     np.testing.assert_array_equal(from_arrays.point_coords, from_pipeline.point_coords)
     with pytest.raises(KeyError, match='LoadCAMAndInitialMask'):

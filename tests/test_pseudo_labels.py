@@ -13,7 +13,8 @@ import torch.nn as nn
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from mmseg_epsam.engine.pseudo_labels import generate_pseudo_labels, round_paths
+from mmseg_epsam.engine.pseudo_labels import generate_pseudo_labels
+from mmseg_epsam.utils.layout import round_paths
 
 SIZE = 8
 

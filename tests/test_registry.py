@@ -42,7 +42,7 @@ def minimal_configs(data_root, stage1_dir):
                          table_file=None)]),
         ('TRANSFORMS', 'HistoColorJitter'): dict(type='HistoColorJitter', brightness=0.2),
         ('TRANSFORMS', 'LoadCAMAndInitialMask'): dict(
-            type='LoadCAMAndInitialMask', stage1_dir=stage1_dir, split='train'),
+            type='LoadCAMAndInitialMask', with_cls_score=True),
         ('TRANSFORMS', 'RandomRot90'): dict(type='RandomRot90'),
         ('TRANSFORMS', 'LoadPatchMask'): dict(type='LoadPatchMask', mask_values=(0, 255)),
         ('METRICS', 'EPSAMMetric'): dict(type='EPSAMMetric'),

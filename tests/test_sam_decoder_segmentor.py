@@ -14,6 +14,7 @@ from mmseg_epsam.models.segmentors import SAMDecoderSegmentor  # noqa: E402
 from mmseg_epsam.models.sam_encoders import SAM_VIT_ARCHS, MetaSAMViTEncoder  # noqa: E402
 from mmseg_epsam.models.segmentors.sam_decoder_segmentor import (  # noqa: E402
     build_mask_decoder, build_prompt_encoder, soft_dice_iou_loss)
+from mmseg_epsam.utils.layout import stage1_data_prefix, stage1_sample_paths  # noqa: E402
 
 TINY = dict(type='MetaSAMViTEncoder', arch='tiny')
 
@@ -300,12 +301,16 @@ def test_stage1_outputs_reach_predict_through_the_pipeline(tmp_path):
         cv2.imwrite(str(tmp_path / 'img' / f'{name}.png'), _image(4, (40, 40)))
     pipeline = Compose([
         dict(type='LoadImageFromFile'),
-        dict(type='LoadCAMAndInitialMask', stage1_dir=str(tmp_path), split='test',
-             with_cls_score=True),
+        dict(type='LoadCAMAndInitialMask', with_cls_score=True),
         dict(type='PackSegInputs', meta_keys=('img_path', 'ori_shape', 'img_shape',
                                               'cam', 'initial_mask', 'cls_score'))])
-    packed = [pipeline(dict(img_path=str(tmp_path / 'img' / f'{n}.png'), patch_name=n))
-              for n in ('kept', 'gated')]
+    prefix = {key: str(tmp_path / value) for key, value in stage1_data_prefix('test').items()}
+
+    def info(name):  # a data info as HistoPatchDataset gives it, stage-1 paths included
+        return dict(img_path=str(tmp_path / 'img' / f'{name}.png'), patch_name=name,
+                    **stage1_sample_paths(prefix, name))
+
+    packed = [pipeline(info(n)) for n in ('kept', 'gated')]
     np.testing.assert_allclose(packed[0]['data_samples'].metainfo['cam'], cam, atol=1e-3)
     model = _tiny(test_cfg=dict(classifier_gate=0.5)).eval()
     results = model.test_step(dict(inputs=[p['inputs'] for p in packed],
@@ -318,7 +323,7 @@ def test_stage1_outputs_reach_predict_through_the_pipeline(tmp_path):
 
     (tmp_path / 'cams/test/kept.npy').unlink()
     with pytest.raises(FileNotFoundError, match='kept.npy'):
-        pipeline(dict(img_path=str(tmp_path / 'img/kept.png'), patch_name='kept'))
+        pipeline(info('kept'))
     np.save(tmp_path / 'cams/test/kept.npy', np.full((40, 40), 3.0, np.float16))
     with pytest.raises(ValueError, match=r'kept.npy.*\[0, 1\]'):
-        pipeline(dict(img_path=str(tmp_path / 'img/kept.png'), patch_name='kept'))
+        pipeline(info('kept'))

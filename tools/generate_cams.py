@@ -31,6 +31,7 @@ from mmseg_epsam.engine.cam_generation import (DEFAULT_GATE_THRESHOLD, generate_
 from mmseg_epsam.functional.cam import CAM_POSTPROCESS_PRESETS, cam_postprocess
 from mmseg_epsam.models.classifiers import CAM_METHODS
 from mmseg_epsam.utils.checkpoint import checkpoint_config_differences, load_from_trusted_local
+from mmseg_epsam.utils.layout import stage1_dir_of
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,7 +80,7 @@ def main() -> None:
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     work_dir = cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    out_dir = args.out_dir or osp.join(work_dir, 'stage1')
+    out_dir = args.out_dir or stage1_dir_of(work_dir)
     logger = MMLogger.get_instance('generate_cams')
 
     overrides = {}

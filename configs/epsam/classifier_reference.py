@@ -5,6 +5,7 @@
 #   python tools/train.py configs/epsam/classifier_reference.py
 # Outright bugs of the reference stay fixed (its validation loss applied the sigmoid twice).
 _base_ = ['./classifier_camelyon16.py']
+data_root = 'data/camelyon16'
 model = dict(
     cam_layer='layer4.0',            # CAM from the first bottleneck of layer4
     head_init_std=0.01,              # fc weights N(0, 0.01^2), zero bias
@@ -31,7 +32,10 @@ train_pipeline = [
          channel_weights=(0.114, 0.587, 0.299), color_format='bgr'),
     dict(type='PackSegInputs', meta_keys=meta_keys),
 ]
-train_dataloader = dict(batch_size=16, dataset=dict(pipeline=train_pipeline))
+train_dataloader = dict(batch_size=16,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(type='Adam', lr=1e-5, weight_decay=1e-3))
 param_scheduler = [dict(type='StepLR', step_size=10, gamma=0.9, by_epoch=True)]
 train_cfg = dict(max_epochs=50)

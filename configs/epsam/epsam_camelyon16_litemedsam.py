@@ -4,4 +4,5 @@
 #       --data-root data/camelyon16
 _base_ = ['./epsam_camelyon16.py']
 work_dir = 'work_dirs/epsam_camelyon16_litemedsam'
+data_root = 'data/camelyon16'
 decoder = dict(config='sam_decoder_camelyon_litemedsam.py', require_sam_checkpoint=False)

@@ -5,6 +5,7 @@
 #   decoder.cfg_options.model.prompt_head.reference_unscaled_coords=True
 _base_ = ['./epsam_camelyon16.py']
 work_dir = 'work_dirs/epsam_reference'
+data_root = 'data/camelyon16'
 cam = dict(preset='reference')
 decoder = dict(cfg_options=dict(
     optim_wrapper=dict(optimizer=dict(lr=5e-6))))   # reference lr (paper: 2e-4)

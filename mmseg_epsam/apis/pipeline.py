@@ -51,7 +51,6 @@ from ..datasets.masks import parse_mask_values, read_mask
 from ..datasets.transforms.load_cam import load_cam, load_initial_mask
 from ..engine.cam_generation import (generate_cams, generation_dataset_cfg,
                                      load_classifier_checkpoint)
-from ..engine.pseudo_labels import round_paths
 from ..engine.runner import EPSAMRunner
 from ..functional.cam import cam_postprocess
 from ..functional.ids import IDS_VARIANTS
@@ -59,6 +58,8 @@ from ..models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_for_check
 from ..models.segmentors import DECODER_RESET_MODES
 from ..utils.checkpoint import flatten_config
 from ..utils.io import write_json, write_png, write_text
+from ..utils.layout import (STAGE1_PREFIX_KEYS, round_paths, stage1_data_prefix, stage1_dir_of,
+                            stage1_paths)
 from ..utils.lock import WorkDirLock
 from ..utils.pictures import render_panels
 
@@ -102,23 +103,31 @@ def _walk(node, visit) -> None:
             _walk(value, visit)
 
 
+def _reads_stage1(dataset: dict) -> bool:
+    """Whether a ``HistoPatchDataset`` config addresses stage-1 outputs (``data_prefix``)."""
+    return any(key in (dataset.get('data_prefix') or {}) for key in STAGE1_PREFIX_KEYS)
+
+
 def set_stage1_dir(node, stage1_dir: str) -> None:
-    """Point every ``LoadCAMAndInitialMask`` in a config tree at ``stage1_dir``."""
+    """Set ``stage1_root`` of every ``HistoPatchDataset`` in a config tree that reads stage-1
+    outputs."""
     def visit(d):
-        if d.get('type') == 'LoadCAMAndInitialMask':
-            d['stage1_dir'] = stage1_dir
+        if d.get('type') == 'HistoPatchDataset' and _reads_stage1(d):
+            d['stage1_root'] = stage1_dir
     _walk(node, visit)
 
 
 def set_split(node, split: str) -> None:
-    """Point every ``HistoPatchDataset`` and ``LoadCAMAndInitialMask`` of a config tree at
-    ``split`` (``splits/<split>.txt``, ``img_dir/<split>``, ``ann_dir/<split>``)."""
+    """Point every ``HistoPatchDataset`` of a config tree at ``split``
+    (``splits/<split>.txt``, ``img_dir/<split>``, ``ann_dir/<split>`` and, where it reads
+    them, the split's stage-1 outputs)."""
     def visit(d):
         if d.get('type') == 'HistoPatchDataset':
+            prefix = dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}')
+            if _reads_stage1(d):
+                prefix.update(stage1_data_prefix(split))
             d['ann_file'] = f'splits/{split}.txt'
-            d['data_prefix'] = dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}')
-        elif d.get('type') == 'LoadCAMAndInitialMask':
-            d['split'] = split
+            d['data_prefix'] = prefix
     _walk(node, visit)
 
 
@@ -294,7 +303,7 @@ class EPSAMPipeline:
             path = osp.join(self.config_dir, cfg[section]['config'])
             if not osp.isfile(path):
                 raise PipelineConfigError(f'{section}.config: {path} not found')
-        self.stage1_dir = osp.join(self.work_dir, 'stage1')
+        self.stage1_dir = stage1_dir_of(self.work_dir)
         self.num_rounds = int(cfg.rounds.get('num_rounds', 3))
         self._split_signatures: Dict[str, str] = {}
         os.makedirs(self.work_dir, exist_ok=True)
@@ -346,6 +355,8 @@ class EPSAMPipeline:
         fields = dict(mask_values=self.mask_values)
         if self.data_root is not None:
             fields['data_root'] = self.data_root
+            if 'data_root' in cfg:  # the config's own variable, so its dump reads true
+                cfg.data_root = self.data_root
         set_dataset_fields(cfg._cfg_dict, **fields)
         cfg.work_dir = osp.join(self.work_dir, stage)
         cfg.visualizer = dict(cfg.get('visualizer', {}), name=f'visualizer_{stage}')
@@ -515,14 +526,16 @@ class EPSAMPipeline:
     def _rounds_for(self, k: int) -> List[dict]:
         """Training targets of decoder round ``k`` (0: initial masks; K: rounds 1..K)."""
         if k == 0:
-            return [dict(pseudo_label_dir=osp.join(self.stage1_dir, 'initial_masks', 'train'),
-                         table_file=None)]
+            return [dict(pseudo_label_dir=stage1_paths(self.stage1_dir, 'train')[
+                'initial_mask_dir'], table_file=None)]
         return [{key: round_paths(osp.join(self.work_dir, f'round_{j}'))[key]
                  for key in ('pseudo_label_dir', 'table_file')} for j in range(1, k + 1)]
 
     def _decoder_config(self, stage: str) -> Config:
         cfg = self.stage_config(self.cfg.decoder, stage)
         set_stage1_dir(cfg._cfg_dict, self.stage1_dir)
+        if 'stage1_dir' in cfg:  # the config's own variable, so its dump reads true
+            cfg.stage1_dir = self.stage1_dir
         self.apply_sam_checkpoint(cfg.model)
         cfg.model.embedding_cache = dict(cache_dir=osp.join(self.work_dir, 'embedding_cache'))
         return cfg
@@ -581,7 +594,7 @@ class EPSAMPipeline:
                     f'{stage}: {exc}. The first decoder trains on the initial masks of stage 1 '
                     f'({self._rounds_for(0)[0]["pseudo_label_dir"]}), and every one is empty: '
                     'the CAMs mark nothing (column mask_area of '
-                    f'{osp.join(self.stage1_dir, "manifest_train.csv")}). Fix stage 1 (the '
+                    f'{stage1_paths(self.stage1_dir, "train")["manifest_file"]}). Fix stage 1 (the '
                     'classifier, or the cam.preset / cam.postprocess settings) and rerun; '
                     'finished stages are kept.') from exc
             # Stated rule: a round that keeps no pseudo-label trains nothing; the previous
@@ -718,9 +731,8 @@ class EPSAMPipeline:
             image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
             if image is None:
                 raise FileNotFoundError(f'{info["img_path"]}: missing or unreadable image')
-            cam = load_cam(osp.join(self.stage1_dir, 'cams', 'test', f'{name}.npy'))
-            masks = [('initial mask', load_initial_mask(
-                         osp.join(self.stage1_dir, 'initial_masks', 'test', f'{name}.png'))),
+            cam = load_cam(info['cam_path'])
+            masks = [('initial mask', load_initial_mask(info['initial_mask_path'])),
                      ('SAM mask', read_mask(osp.join(mask_dir, f'{name}.png'))),
                      ('ground truth', read_mask(info['seg_map_path'], info['mask_values']))]
             write_png(osp.join(out_dir, f'{name}.png'), render_panels(image, cam, masks),

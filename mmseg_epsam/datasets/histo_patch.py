@@ -10,6 +10,16 @@ On-disk format (documented in the README, written by ``tools/make_demo_data.py``
 
 Masks are required for evaluation splits and optional for training (EP-SAM trains from the
 image labels; training masks, when present, only serve evaluation of pseudo-labels).
+
+The SAM stages also read each patch's stage-1 outputs (docs/method.md §10). A dataset gives
+them through ``data_prefix`` as it gives masks through ``seg_map_path``: ``cam_path`` and
+``initial_mask_path`` (folders) and ``manifest_path`` (the split's manifest, which holds the
+classifier scores), relative to ``stage1_root``, e.g.::
+
+    stage1_root='work_dirs/epsam_camelyon16/stage1',
+    data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test',
+                     cam_path='cams/test', initial_mask_path='initial_masks/test',
+                     manifest_path='manifest_test.csv')
 """
 import os.path as osp
 from typing import List, Optional, Sequence
@@ -20,6 +30,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 from PIL import Image
 
+from ..utils.layout import STAGE1_PREFIX_KEYS, stage1_sample_paths
 from .masks import DEFAULT_MASK_VALUES, parse_mask_values, read_mask
 
 MASK_POLICIES = ('required', 'optional', 'ignore')
@@ -73,7 +84,9 @@ class HistoPatchDataset(BaseSegDataset):
     Every data info carries ``img_label`` (0 normal / 1 tumour) and ``patch_name``; give
     ``PackSegInputs`` ``meta_keys`` that include them so they reach
     ``data_sample.metainfo`` (the classifier trains on ``img_label``, the metrics split
-    positives from negatives with it).
+    positives from negatives with it). With stage-1 ``data_prefix`` keys, every data info
+    also carries ``cam_path``, ``initial_mask_path`` and ``manifest_path`` (read by
+    ``LoadCAMAndInitialMask``; the files need not exist when the dataset is built).
 
     Args:
         ann_file: Split file relative to ``data_root``, e.g. ``'splits/train.txt'``.
@@ -86,6 +99,10 @@ class HistoPatchDataset(BaseSegDataset):
         mask_values: ``(background, tumour)`` values of the mask files, ``(0, 1)`` by
             default; e.g. ``(0, 255)``. Loading (``LoadPatchMask``) checks every mask
             against it and maps it to 0/1; any other value is an error naming the file.
+        stage1_root: The stage-1 folder that relative stage-1 ``data_prefix`` entries
+            (``cam_path``, ``initial_mask_path``, ``manifest_path``) are joined to; None
+            joins them to ``data_root``, as the other entries.
+        data_root: As in :class:`mmseg.datasets.BaseSegDataset`.
         **kwargs: Passed to :class:`mmseg.datasets.BaseSegDataset`.
     """
 
@@ -100,6 +117,8 @@ class HistoPatchDataset(BaseSegDataset):
                  img_suffix: str = '.png',
                  seg_map_suffix: str = '.png',
                  reduce_zero_label: bool = False,
+                 stage1_root: Optional[str] = None,
+                 data_root: Optional[str] = None,
                  **kwargs) -> None:
         if masks not in MASK_POLICIES:
             raise ValueError(f'masks must be one of {MASK_POLICIES}, got {masks!r}')
@@ -110,12 +129,26 @@ class HistoPatchDataset(BaseSegDataset):
         self.image_labels = None if image_labels is None else tuple(image_labels)
         self.check_sizes = check_sizes
         self.mask_values = parse_mask_values(mask_values)
+        self.stage1_root = stage1_root
         super().__init__(
             ann_file=ann_file,
+            # '' instead of None, so that _join_prefix always runs (it places stage1_root)
+            data_root=data_root or '',
             img_suffix=img_suffix,
             seg_map_suffix=seg_map_suffix,
             reduce_zero_label=False,
             **kwargs)
+
+    def _join_prefix(self) -> None:
+        """Join ``data_root`` to the paths, and ``stage1_root`` (if given) to the stage-1
+        ``data_prefix`` entries."""
+        stage1 = {key: self.data_prefix.pop(key) for key in STAGE1_PREFIX_KEYS
+                  if key in self.data_prefix}
+        super()._join_prefix()
+        root = self.data_root if self.stage1_root is None else self.stage1_root
+        for key, prefix in stage1.items():
+            self.data_prefix[key] = osp.join(root, prefix) if root and not osp.isabs(prefix) \
+                else prefix
 
     def load_data_list(self) -> List[dict]:
         """Read the split file and check every listed patch on disk."""
@@ -152,7 +185,8 @@ class HistoPatchDataset(BaseSegDataset):
                     mask_values=self.mask_values,
                     label_map=self.label_map,
                     reduce_zero_label=False,
-                    seg_fields=[]))
+                    seg_fields=[],
+                    **stage1_sample_paths(self.data_prefix, name)))
         if not data_list:
             raise PatchDatasetError(
                 f'{self.ann_file}: no patch left after filtering by image_labels='

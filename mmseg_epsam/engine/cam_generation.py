@@ -3,7 +3,7 @@
 The one implementation behind :class:`~mmseg_epsam.engine.hooks.CAMGeneratorHook` (after
 classifier training) and ``tools/generate_cams.py`` (from a checkpoint). For each patch of a
 split (by default the positive patches of ``train``, every patch of other splits) it writes,
-under ``out_dir`` (the stage-1 layout, docs/method.md §10)::
+under ``out_dir`` (the stage-1 layout, docs/method.md §10, :mod:`mmseg_epsam.utils.layout`)::
 
     cams/<split>/<name>.npy            fused CAM, float16, H x W of the patch, in [0, 1]
     initial_masks/<split>/<name>.png   uint8 0/1, H x W of the patch
@@ -52,6 +52,7 @@ from mmseg_epsam.models.classifiers.cam_methods import CAM_METHODS, cam_function
 from mmseg_epsam.utils.background import BackgroundWriter
 from mmseg_epsam.utils.checkpoint import load_from_trusted_local
 from mmseg_epsam.utils.io import write_npy, write_png, write_text
+from mmseg_epsam.utils.layout import cam_file, initial_mask_file, stage1_paths
 from mmseg_epsam.utils.pictures import render_panels
 from .fingerprint import model_fingerprint
 
@@ -160,18 +161,19 @@ class SplitWriter:
     def __init__(self, out_dir: str, split: str, show: bool) -> None:
         self.split = split
         self.show = show
-        self.cam_dir = osp.join(out_dir, 'cams', split)
-        self.mask_dir = osp.join(out_dir, 'initial_masks', split)
-        self.vis_dir = osp.join(out_dir, 'vis', split)
-        self.manifest_path = osp.join(out_dir, f'manifest_{split}.csv')
-        self.settings_path = osp.join(out_dir, f'settings_{split}.json')
-        self.eval_path = osp.join(out_dir, f'eval_{split}.json')
+        paths = stage1_paths(out_dir, split)
+        self.cam_dir = paths['cam_dir']
+        self.mask_dir = paths['initial_mask_dir']
+        self.vis_dir = paths['vis_dir']
+        self.manifest_path = paths['manifest_file']
+        self.settings_path = paths['settings_file']
+        self.eval_path = paths['eval_file']
 
     def cam_path(self, name: str) -> str:
-        return osp.join(self.cam_dir, name + '.npy')
+        return cam_file(self.cam_dir, name)
 
     def mask_path(self, name: str) -> str:
-        return osp.join(self.mask_dir, name + '.png')
+        return initial_mask_file(self.mask_dir, name)
 
     def vis_path(self, name: str) -> str:
         return osp.join(self.vis_dir, name + '.png')

@@ -2,7 +2,8 @@
 
 The decoder of the previous round predicts every positive training patch from PEPM prompts
 (no augmentation, dataset order); IDS against the patch's initial mask decides which SAM
-masks become pseudo-labels. Written under ``round_dir``::
+masks become pseudo-labels. Written under ``round_dir``
+(:func:`mmseg_epsam.utils.layout.round_paths`)::
 
     pseudo_labels/<name>.png   the SAM mask (0/1) of every positive patch, kept or not
     ids_table.csv              name,cam_area,sam_area,ids,kept,sam_dice_gt,initial_dice_gt
@@ -23,7 +24,7 @@ import io
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -36,18 +37,11 @@ from ..datasets.transforms.load_cam import load_initial_mask
 from ..functional.ids import ids_select
 from ..functional.metrics import patch_dice_iou
 from ..utils.io import write_json, write_png, write_text
+from ..utils.layout import round_paths
 from .fingerprint import model_fingerprint
 
 TABLE_FIELDS = ('name', 'cam_area', 'sam_area', 'ids', 'kept', 'sam_dice_gt',
                 'initial_dice_gt')
-
-
-def round_paths(round_dir: str) -> Dict[str, str]:
-    """Where a round's pseudo-labels, IDS table, summary and settings live."""
-    return dict(pseudo_label_dir=osp.join(round_dir, 'pseudo_labels'),
-                table_file=osp.join(round_dir, 'ids_table.csv'),
-                summary_file=osp.join(round_dir, 'summary.json'),
-                settings_file=osp.join(round_dir, 'settings.json'))
 
 
 def pseudo_label_settings(model: torch.nn.Module, provenance: Optional[dict] = None) -> dict:

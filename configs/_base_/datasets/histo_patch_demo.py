@@ -1,7 +1,8 @@
-# The bundled demo patch dataset (tools/make_demo_data.py), 512x512 H&E patches with image
-# labels and exact masks. Segmentation pipelines; the classifier configs override them.
+# Patch datasets in the HistoPatchDataset layout (img_dir/, ann_dir/, splits/; e.g. the
+# bundled demo of tools/make_demo_data.py), with image labels and masks. Segmentation
+# pipelines; the classifier configs override them. No paths here: a leaf config gives every
+# dataset its data_root.
 dataset_type = 'HistoPatchDataset'
-data_root = 'data/demo'
 meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
              'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
              'img_label', 'patch_name', 'mask_values')
@@ -25,7 +26,6 @@ train_dataloader = dict(
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
-        data_root=data_root,
         ann_file='splits/train.txt',
         data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
         masks='required',
@@ -37,7 +37,6 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
-        data_root=data_root,
         ann_file='splits/val.txt',
         data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
         masks='required',
@@ -49,7 +48,6 @@ test_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
-        data_root=data_root,
         ann_file='splits/test.txt',
         data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test'),
         masks='required',

@@ -1,11 +1,12 @@
 # Patch data for the SAM stages. Training: the POSITIVE training patches, each paired with
 # its current target (initial mask, then IDS-kept pseudo-labels) by IDSPseudoLabelDataset.
 # Test: every test patch with its stage-1 CAM, initial mask and classifier score, so the
-# segmentor can gate, draw PEPM prompts and predict. tools/run_pipeline.py fills in
-# `stage1_dir` and the rounds; these defaults match configs/epsam/epsam_demo.py.
+# segmentor can gate, draw PEPM prompts and predict. The datasets address the stage-1
+# outputs through data_prefix (cam_path, initial_mask_path, manifest_path; the layout of
+# docs/method.md §10) relative to stage1_root. No paths here: a leaf config gives every
+# dataset its data_root and stage1_root, and the training dataset its first round
+# (the initial masks); tools/run_pipeline.py sets them all, and the later rounds.
 dataset_type = 'HistoPatchDataset'
-data_root = 'data/demo'
-stage1_dir = 'work_dirs/epsam_demo/stage1'
 sam_meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
                  'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label', 'img_label',
                  'patch_name', 'mask_values', 'cam_path', 'initial_mask_path', 'cam',
@@ -18,21 +19,21 @@ train_pipeline = [
 # Used for pseudo-label generation (positives of train) and test: no augmentation.
 predict_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadCAMAndInitialMask', stage1_dir=stage1_dir, split='train'),
+    dict(type='LoadCAMAndInitialMask'),
     dict(type='PackSegInputs', meta_keys=sam_meta_keys),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadCAMAndInitialMask', stage1_dir=stage1_dir, split='test',
-         with_cls_score=True),
+    dict(type='LoadCAMAndInitialMask', with_cls_score=True),
     dict(type='LoadPatchMask'),
     dict(type='PackSegInputs', meta_keys=sam_meta_keys),
 ]
 positive_train_patches = dict(
     type=dataset_type,
-    data_root=data_root,
     ann_file='splits/train.txt',
-    data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
+    data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train',
+                     cam_path='cams/train', initial_mask_path='initial_masks/train',
+                     manifest_path='manifest_train.csv'),
     image_labels=(1, ),
     masks='optional')
 train_dataloader = dict(
@@ -42,7 +43,6 @@ train_dataloader = dict(
     dataset=dict(
         type='IDSPseudoLabelDataset',
         dataset=dict(positive_train_patches, pipeline=train_pipeline),
-        rounds=[dict(pseudo_label_dir=stage1_dir + '/initial_masks/train', table_file=None)],
         policy='per_round'))
 pseudo_label_dataset = dict(positive_train_patches, pipeline=predict_pipeline)
 test_dataloader = dict(
@@ -51,9 +51,10 @@ test_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
-        data_root=data_root,
         ann_file='splits/test.txt',
-        data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test'),
+        data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test',
+                         cam_path='cams/test', initial_mask_path='initial_masks/test',
+                         manifest_path='manifest_test.csv'),
         masks='required',
         pipeline=test_pipeline))
 test_evaluator = dict(type='EPSAMMetric')

@@ -1,16 +1,13 @@
 """Load a patch's stage-1 outputs (fused CAM, initial mask, classifier score) for SAM.
 
-Stage-1 layout (docs/method.md §10), under ``stage1_dir``::
-
-    cams/<split>/<name>.npy            fused CAM, float16, HxW, in [0, 1]
-    initial_masks/<split>/<name>.png   uint8 0/1, HxW
-    manifest_<split>.csv               name,label,cls_score,cam_area,mask_area
+The files (docs/method.md §10; :mod:`mmseg_epsam.utils.layout`): a fused CAM ``.npy``
+(float16, HxW, in [0, 1]), an initial-mask PNG (uint8 0/1, HxW) and the split's manifest
+CSV (``name,label,cls_score,cam_area,mask_area``).
 """
 from __future__ import annotations
 
 import csv
 import os.path as osp
-from typing import Optional
 
 import mmcv
 import numpy as np
@@ -69,52 +66,58 @@ def read_cls_scores(manifest_file: str) -> dict[str, float]:
 class LoadCAMAndInitialMask(BaseTransform):
     """Attach the stage-1 CAM, initial mask (and classifier score) of a patch.
 
-    The patch name is ``results['patch_name']`` (else the image file's stem).
+    The files come from the data info, as ``LoadAnnotations`` takes ``seg_map_path``:
+    ``cam_path``, ``initial_mask_path`` and ``manifest_path``, which ``HistoPatchDataset``
+    sets from its stage-1 ``data_prefix`` entries. The patch name (the manifest row) is
+    ``results['patch_name']`` (else the image file's stem).
 
-    Added keys: ``cam_path``, ``initial_mask_path``, ``cam`` (float32 HxW),
-    ``initial_mask`` (uint8 HxW) and, with ``with_cls_score``, ``cls_score`` (float).
-    List them in ``PackSegInputs(meta_keys=...)`` so they reach ``data_sample.metainfo``,
-    where ``PEPMPromptHead`` / ``SAMDecoderSegmentor`` read them.
+    Added keys: ``cam`` (float32 HxW), ``initial_mask`` (uint8 HxW) and, with
+    ``with_cls_score``, ``cls_score`` (float). List them (and ``cam_path`` /
+    ``initial_mask_path``) in ``PackSegInputs(meta_keys=...)`` so they reach
+    ``data_sample.metainfo``, where ``PEPMPromptHead`` / ``SAMDecoderSegmentor`` read them.
 
     Args:
-        stage1_dir: the stage-1 output folder (holds ``cams/``, ``initial_masks/``).
-        split: split name (``train``, ``val``, ``test``...).
-        with_cls_score: also read ``cls_score`` from ``manifest_<split>.csv`` (for the
+        with_cls_score: also read ``cls_score`` from the split's manifest (for the
             classifier gate).
-        load_arrays: load the arrays here (in the data workers); False only records the paths
-            and the prompt head loads them.
+        load_arrays: load the arrays here (in the data workers); False only checks that the
+            paths are given, and the prompt head loads them.
     """
 
-    def __init__(self, stage1_dir: str, split: str, with_cls_score: bool = False,
-                 load_arrays: bool = True) -> None:
-        self.cam_dir = osp.join(stage1_dir, 'cams', split)
-        self.initial_mask_dir = osp.join(stage1_dir, 'initial_masks', split)
-        self.manifest_file = osp.join(stage1_dir, f'manifest_{split}.csv')
+    def __init__(self, with_cls_score: bool = False, load_arrays: bool = True) -> None:
         self.with_cls_score = with_cls_score
         self.load_arrays = load_arrays
-        self._cls_scores: Optional[dict[str, float]] = None
+        self._cls_scores: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _path(results: dict, key: str, name: str) -> str:
+        """``results[key]``, or an error saying which dataset setting provides it."""
+        if not results.get(key):
+            raise KeyError(f'patch {name!r} has no {key}: give its HistoPatchDataset the '
+                           f'stage-1 data_prefix entry {key!r} and stage1_root '
+                           '(docs/method.md §10)')
+        return results[key]
 
     def transform(self, results: dict) -> dict:
-        """Add the CAM / initial-mask paths, arrays and score to ``results``."""
+        """Add the CAM / initial-mask arrays and score to ``results``."""
         name = results.get('patch_name') or osp.splitext(osp.basename(results['img_path']))[0]
-        results['cam_path'] = osp.join(self.cam_dir, f'{name}.npy')
-        results['initial_mask_path'] = osp.join(self.initial_mask_dir, f'{name}.png')
+        cam_path = self._path(results, 'cam_path', name)
+        initial_mask_path = self._path(results, 'initial_mask_path', name)
         if self.load_arrays:
-            results['cam'] = load_cam(results['cam_path'])
-            results['initial_mask'] = load_initial_mask(results['initial_mask_path'])
+            results['cam'] = load_cam(cam_path)
+            results['initial_mask'] = load_initial_mask(initial_mask_path)
             if results['cam'].shape != results['initial_mask'].shape:
-                raise ValueError(f'{results["cam_path"]}: CAM shape {results["cam"].shape} '
-                                 f'differs from initial mask {results["initial_mask_path"]} '
-                                 f'shape {results["initial_mask"].shape}')
+                raise ValueError(f'{cam_path}: CAM shape {results["cam"].shape} differs from '
+                                 f'initial mask {initial_mask_path} shape '
+                                 f'{results["initial_mask"].shape}')
         if self.with_cls_score:
-            if self._cls_scores is None:
-                self._cls_scores = read_cls_scores(self.manifest_file)
-            if name not in self._cls_scores:
-                raise KeyError(f'{self.manifest_file}: no row for patch {name!r}')
-            results['cls_score'] = self._cls_scores[name]
+            manifest_file = self._path(results, 'manifest_path', name)
+            if manifest_file not in self._cls_scores:
+                self._cls_scores[manifest_file] = read_cls_scores(manifest_file)
+            if name not in self._cls_scores[manifest_file]:
+                raise KeyError(f'{manifest_file}: no row for patch {name!r}')
+            results['cls_score'] = self._cls_scores[manifest_file][name]
         return results
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(cam_dir={self.cam_dir!r}, '
-                f'initial_mask_dir={self.initial_mask_dir!r}, '
-                f'with_cls_score={self.with_cls_score}, load_arrays={self.load_arrays})')
+        return (f'{self.__class__.__name__}(with_cls_score={self.with_cls_score}, '
+                f'load_arrays={self.load_arrays})')

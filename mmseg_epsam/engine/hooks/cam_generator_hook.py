@@ -1,6 +1,5 @@
 """Hook that writes EP-SAM's stage-1 outputs (CAMs, initial masks) after classifier training."""
 import copy
-import os.path as osp
 from typing import Optional, Sequence
 
 from mmengine.dist import barrier, is_main_process
@@ -12,6 +11,7 @@ from mmseg_epsam.engine.cam_generation import (DEFAULT_GATE_THRESHOLD, generate_
                                                generation_dataset_cfg,
                                                load_classifier_checkpoint)
 from mmseg_epsam.functional.cam import cam_postprocess
+from mmseg_epsam.utils.layout import stage1_dir_of
 
 CHECKPOINT_CHOICES = ('best', 'last')
 
@@ -100,7 +100,7 @@ class CAMGeneratorHook(Hook):
                                   if self.checkpoint == 'best' else ''))
         datasets = {split: DATASETS.build(generation_dataset_cfg(runner.cfg, split))
                     for split in self.splits}
-        out_dir = self.out_dir or osp.join(runner.work_dir, 'stage1')
+        out_dir = self.out_dir or stage1_dir_of(runner.work_dir)
         generate_cams(model, datasets, out_dir, self.postprocess, method=self.method,
                       views_per_forward=self.views_per_forward, batch_size=self.batch_size,
                       num_workers=self.num_workers, show=self.show, evaluate=self.evaluate,

@@ -24,7 +24,8 @@ class PseudoLabelGeneratorHook(Hook):
     Args:
         dataset: config of the positive training patches with a generation pipeline
             (``LoadImageFromFile``, ``LoadCAMAndInitialMask``, ``PackSegInputs`` with the
-            CAM keys), e.g. ``HistoPatchDataset(image_labels=(1,), masks='optional')``.
+            CAM keys), e.g. ``HistoPatchDataset(image_labels=(1,), masks='optional')`` with
+            ``stage1_root`` and the stage-1 ``data_prefix`` entries of the train split.
         round_dir: output folder of the round (``pseudo_labels/``, ``ids_table.csv``).
         ids_threshold: keep a mask when IDS > this (0.9).
         ids_variant: ``'paper'`` or ``'reference'``.
