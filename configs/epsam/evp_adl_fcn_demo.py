@@ -43,3 +43,7 @@ model = dict(
         ]),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
+data_root = 'data/demo'
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = dict(dataset=dict(data_root=data_root))
