@@ -4,20 +4,12 @@
 # init_cfg=dict(type='Pretrained', checkpoint=...) (or the segmentor's pretrained=).
 #   python tools/train.py configs/epsam/evp_adl_fcn_demo.py
 _base_ = ['./unet_demo.py']
-norm_cfg = dict(type='BN', requires_grad=True)
+# unet_demo's EncoderDecoder and FCNHead, with the backbone swapped and the head resized.
 model = dict(
-    _delete_=True,
-    type='EncoderDecoder',
     # the EVP is defined on [0, 1] RGB inputs (docs/method.md §1), as for the classifier
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[0.0, 0.0, 0.0],
-        std=[255.0, 255.0, 255.0],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size_divisor=16),
+    data_preprocessor=dict(mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0]),
     backbone=dict(
+        _delete_=True,
         type='EVPADLResNet',
         depth=50,
         evp_fusion='concat',
@@ -26,23 +18,7 @@ model = dict(
         conv_init='kaiming_normal',
         out_indices=(0, 1, 2, 3),
         init_cfg=None),  # or dict(type='Pretrained', checkpoint='/path/resnet50.pth')
-    decode_head=dict(
-        type='FCNHead',
-        in_channels=2048,
-        in_index=3,
-        channels=256,
-        num_convs=1,
-        concat_input=False,
-        dropout_ratio=0.1,
-        num_classes=2,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=[
-            dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-            dict(type='DiceLoss', loss_weight=1.0),
-        ]),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    decode_head=dict(in_channels=2048, in_index=3, channels=256))
 data_root = 'data/demo'
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
