@@ -37,12 +37,12 @@ VARIANTS: dict[str, list[str]] = {
     'points+neg': ['decoder.cfg_options.model.prompt_head.num_negative_points=10'],
     'box+points+neg': ['decoder.cfg_options.model.prompt_head.prompt_kind=box+points',
                        'decoder.cfg_options.model.prompt_head.num_negative_points=10'],
-    # beyond the paper: the negative training patches train too, with empty targets
-    'points+negpatches': [
-        'decoder.cfg_options.train_dataloader.dataset.negative_patches=empty_target'],
-    'box+points+negpatches': [
-        'decoder.cfg_options.model.prompt_head.prompt_kind=box+points',
-        'decoder.cfg_options.train_dataloader.dataset.negative_patches=empty_target'],
+    # beyond the paper: the negative training patches train too, with empty targets, and a
+    # BCE term (soft Dice alone saturates to all-empty masks with negatives in the batch)
+    'negpatches+bce': [
+        'decoder.cfg_options.train_dataloader.dataset.negative_patches=empty_target',
+        'decoder.cfg_options.model.bce_weight=1.0'],
+    'points+bce': ['decoder.cfg_options.model.bce_weight=1.0'],
 }
 
 
@@ -98,13 +98,14 @@ def table(summaries: dict[str, list[dict]]) -> list[str]:
     """Rows of mean ± sd over seeds per variant."""
     lines = []
     first = next(iter(summaries.values()))[0]
-    cam_test = (first.get('cams') or {}).get('test') or {}
-    for gate in ('gated', 'ungated'):
-        if gate in cam_test:
-            lines.append(f"initial masks (CAM), test, {gate:<8}  Dice "
-                         f"{100 * cam_test[gate]['dice']:6.2f}  FP {100 * cam_test[gate]['fp_area']:6.2f}")
+    for split in ('val', 'test'):
+        cams = (first.get('cams') or {}).get(split) or {}
+        for gate in ('gated', 'ungated'):
+            if gate in cams:
+                lines.append(f"initial masks (CAM), {split:<4}, {gate:<8}  Dice "
+                             f"{100 * cams[gate]['dice']:6.2f}  FP {100 * cams[gate]['fp_area']:6.2f}")
     lines.append(f"{'variant':<16}{'decoder':<12}{'split':<6}{'Dice gated':>17}{'FP gated':>17}"
-                 f"{'Dice no gate':>17}{'FP no gate':>17}")
+                 f"{'Dice no gate':>17}{'FP no gate':>17}{'tumour Dice gated':>19}")
     for variant, runs in summaries.items():
         keys = dict.fromkeys((r['decoder'], r['split']) for s in runs
                              for r in s.get('every_decoder') or [])
@@ -114,7 +115,11 @@ def table(summaries: dict[str, list[dict]]) -> list[str]:
                 rows = [r for s in runs for r in s['every_decoder']
                         if (r['decoder'], r['split'], r['gated']) == (decoder, split, gated)]
                 cells += [_stat([r['Dice'] for r in rows]), _stat([r['neg_fp_area'] for r in rows])]
-            lines.append(f'{variant:<16}{decoder:<12}{split:<6}' + ''.join(f'{c:>17}' for c in cells))
+            gated_rows = [r for s in runs for r in s['every_decoder']
+                          if (r['decoder'], r['split'], r['gated']) == (decoder, split, True)]
+            dataset_level = _stat([r.get('tumour_Dice') for r in gated_rows])
+            lines.append(f'{variant:<16}{decoder:<12}{split:<6}'
+                         + ''.join(f'{c:>17}' for c in cells) + f'{dataset_level:>19}')
         for k, row in enumerate(runs[0].get('rounds') or []):
             if 'kept' in row:
                 kept = [s['rounds'][k].get('kept') for s in runs]

@@ -272,6 +272,11 @@ def describe_changes(old: dict, new: dict) -> List[str]:
     return lines
 
 
+#: EPSAMMetric keys of each every-decoder row: per-patch Dice / IoU on positives, FP area on
+#: negatives, and the dataset-level tumour Dice and mDice (docs/method.md §8).
+EVERY_DECODER_METRICS = ('Dice', 'IoU', 'neg_fp_area', 'tumour_Dice', 'mDice')
+
+
 class EPSAMPipeline:
     """Runs the EP-SAM stages of a pipeline config, skipping finished ones.
 
@@ -686,7 +691,7 @@ class EPSAMPipeline:
     def score_every_decoder(self, splits: Sequence[str]) -> List[dict]:
         """Paper Tables 5-6: the zero-shot SAM (pretrained decoder, PEPM prompts, no
         fine-tuning) and every trained decoder round, scored on ``splits`` with and without
-        the classifier gate."""
+        the classifier gate (:data:`EVERY_DECODER_METRICS` of ``EPSAMMetric``)."""
         decoders = [('zero-shot', None)]
         for k in range(self.final_round() + 1):
             decoders.append((f'decoder_r{k}', self.stage_record(f'decoder_r{k}')['checkpoint']))
@@ -698,7 +703,7 @@ class EPSAMPipeline:
                                      f'{name}_{split}_{"gated" if gated else "ungated"}')
                     metrics = self._score(stage, checkpoint, split, gated)
                     rows.append(dict(decoder=name, split=split, gated=gated,
-                                     **{k: metrics[k] for k in ('Dice', 'IoU', 'neg_fp_area')}))
+                                     **{k: metrics[k] for k in EVERY_DECODER_METRICS}))
         return rows
 
     def run_test(self) -> dict:
