@@ -31,6 +31,8 @@ def minimal_configs(data_root, stage1_dir):
         ('MODELS', 'EPSAMPatchClassifier'): Config.fromfile(
             osp.join(ROOT, 'configs/epsam/classifier_demo.py')).model,
         ('MODELS', 'PEPMPromptHead'): dict(type='PEPMPromptHead', num_points=5),
+        ('MODELS', 'SAMSoftDiceLoss'): dict(type='SAMSoftDiceLoss', loss_weight=2.0),
+        ('MODELS', 'SAMSoftIoULoss'): dict(type='SAMSoftIoULoss', smooth=1.0),
         ('MODELS', 'SAMDecoderSegmentor'): dict(
             type='SAMDecoderSegmentor', image_encoder=dict(type='MetaSAMViTEncoder', arch='tiny')),
         ('MODELS', 'MetaSAMViTEncoder'): dict(type='MetaSAMViTEncoder', arch='tiny'),
