@@ -130,14 +130,14 @@ def test_patch_rng_depends_on_seed_and_key_only():
 
 def test_pepm_head_from_arrays_pipeline_and_explicit(tmp_path):
     cv2 = pytest.importorskip('cv2')
-    from mmseg_epsam.models.heads import PEPMPromptHead
+    from mmseg_epsam.models.prompt_samplers import PEPMPromptSampler
 
     cam = np.zeros((64, 64), np.float32)
     cam[16:48, 16:48] = 0.5
     initial_mask = (cam > 0).astype(np.uint8)
-    head = PEPMPromptHead(num_points=50, seed=3)
+    head = PEPMPromptSampler(num_points=50, seed=3)
     meta = dict(cam=cam, initial_mask=initial_mask, patch_name='p1', img_shape=(64, 64))
-    from_arrays = head.prompts_for_sample(meta, 'pepm', 128)
+    from_arrays = head.prompts_for_sample(meta, 'predict', 128)
     assert from_arrays.point_coords.shape == (50, 2)
     np.testing.assert_allclose(from_arrays.point_coords, from_arrays.frame_coords * 2)
     assert _in_mask(from_arrays.frame_coords, initial_mask).all()
@@ -153,23 +153,23 @@ def test_pepm_head_from_arrays_pipeline_and_explicit(tmp_path):
     loaded = LoadCAMAndInitialMask().transform(dict(
         patch_name='p1', img_path='p1.png', **stage1_sample_paths(
             dict(cam_path=paths['cam_dir'], initial_mask_path=paths['initial_mask_dir']), 'p1')))
-    from_pipeline = head.prompts_for_sample(loaded, 'pepm', 128)
+    from_pipeline = head.prompts_for_sample(loaded, 'predict', 128)
     np.testing.assert_array_equal(from_arrays.point_coords, from_pipeline.point_coords)
     with pytest.raises(KeyError, match='LoadCAMAndInitialMask'):
         head.prompts_for_sample({k: loaded[k] for k in ('cam_path', 'initial_mask_path',
-                                                        'patch_name')}, 'pepm', 128)
+                                                        'patch_name')}, 'predict', 128)
 
     explicit = head.prompts_for_sample(
         dict(point_coords=np.array([[3, 4]]), point_labels=np.array([0]), img_shape=(64, 64)),
-        'pepm', 128)
+        'predict', 128)
     np.testing.assert_array_equal(explicit.point_coords, [[6, 8]])
     assert explicit.is_empty  # a negative point alone is no positive prompt
 
     train = head.prompts_for_sample({}, 'train', 128, target_mask=initial_mask)
     assert _in_mask(train.frame_coords, initial_mask).all()
-    coords, labels, box = PEPMPromptHead.to_tensors(train, 'cpu')
+    coords, labels, box = PEPMPromptSampler.to_tensors(train, 'cpu')
     assert tuple(coords.shape) == (1, 50, 2) and tuple(labels.shape) == (1, 50) and box is None
-    with_box = PEPMPromptHead(num_negative_points=5, prompt_kind='box+points').train_prompts(
+    with_box = PEPMPromptSampler(num_negative_points=5, prompt_kind='box+points').train_prompts(
         initial_mask, 128)
     np.testing.assert_allclose(with_box.box, [32, 32, 94, 94])
     assert (with_box.point_labels == 0).sum() == 5
@@ -188,9 +188,9 @@ def _cam_and_masks(size=64):
 @pytest.mark.parametrize('source', ['pepm', 'pepm_whole_map', 'mask_uniform', 'patch_uniform',
                                     'ground_truth'])
 def test_point_sources_draw_from_their_region(source):
-    from mmseg_epsam.models.heads import PEPMPromptHead
+    from mmseg_epsam.models.prompt_samplers import PEPMPromptSampler
     cam, initial_mask, gt = _cam_and_masks()
-    head = PEPMPromptHead(num_points=40, point_source=source)
+    head = PEPMPromptSampler(num_points=40, point_source=source)
     prompts = head.pepm_prompts(cam, initial_mask, 128, 'p', gt_mask=gt)
     points = prompts.frame_coords
     assert points.shape == (40, 2) and prompts.box is None
@@ -210,36 +210,36 @@ def test_point_sources_draw_from_their_region(source):
 
 
 def test_box_kinds_and_empty_masks():
-    from mmseg_epsam.models.heads import PEPMPromptHead
+    from mmseg_epsam.models.prompt_samplers import PEPMPromptSampler
     cam, initial_mask, _ = _cam_and_masks()
-    box_only = PEPMPromptHead(prompt_kind='box').pepm_prompts(cam, initial_mask, 128, 'p')
+    box_only = PEPMPromptSampler(prompt_kind='box').pepm_prompts(cam, initial_mask, 128, 'p')
     assert box_only.point_coords.shape == (0, 2) and not box_only.is_empty
     np.testing.assert_allclose(box_only.box, [16, 32, 78, 94])  # (8,16,39,47) scaled x2
-    both = PEPMPromptHead(prompt_kind='box+points', num_points=10).pepm_prompts(
+    both = PEPMPromptSampler(prompt_kind='box+points', num_points=10).pepm_prompts(
         cam, initial_mask, 128, 'p')
     assert both.point_coords.shape == (10, 2) and both.box is not None
-    train_box = PEPMPromptHead(prompt_kind='box').train_prompts(initial_mask, 64)
+    train_box = PEPMPromptSampler(prompt_kind='box').train_prompts(initial_mask, 64)
     np.testing.assert_allclose(train_box.box, [8, 16, 39, 47])
     empty = np.zeros_like(initial_mask)
     for kind in ('points', 'box', 'box+points'):
         for source in ('pepm', 'patch_uniform'):
-            prompts = PEPMPromptHead(prompt_kind=kind, point_source=source).pepm_prompts(
+            prompts = PEPMPromptSampler(prompt_kind=kind, point_source=source).pepm_prompts(
                 cam, empty, 128, 'p')
             assert prompts.is_empty  # an empty initial mask means "no tumour" for every mode
     with pytest.raises(ValueError, match='ground-truth'):
-        PEPMPromptHead(point_source='ground_truth').pepm_prompts(cam, initial_mask, 128, 'p')
+        PEPMPromptSampler(point_source='ground_truth').pepm_prompts(cam, initial_mask, 128, 'p')
     with pytest.raises(ValueError, match='prompt_kind'):
-        PEPMPromptHead(prompt_kind='boxes')
+        PEPMPromptSampler(prompt_kind='boxes')
     with pytest.raises(ValueError, match='point_source'):
-        PEPMPromptHead(point_source='random')
+        PEPMPromptSampler(point_source='random')
 
 
 def test_negative_patch_with_empty_target_is_prompted_over_the_whole_patch():
     """IDSPseudoLabelDataset(negative_patches='empty_target'): a negative patch's training
     prompt covers the patch; a positive patch with an empty target still gets no prompt."""
-    from mmseg_epsam.models.heads import PEPMPromptHead
+    from mmseg_epsam.models.prompt_samplers import PEPMPromptSampler
     empty = np.zeros((32, 64), np.uint8)
-    head = PEPMPromptHead(num_points=200, prompt_kind='box+points', seed=1)
+    head = PEPMPromptSampler(num_points=200, prompt_kind='box+points', seed=1)
     prompts = head.prompts_for_sample(dict(img_label=0), 'train', 64, target_mask=empty)
     assert prompts.point_coords.shape == (200, 2) and (prompts.point_labels == 1).all()
     xy = prompts.frame_coords

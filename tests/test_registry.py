@@ -11,7 +11,7 @@ from mmseg.utils import register_all_modules
 
 register_all_modules(init_default_scope=True)
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REGISTRIES = ('MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'RUNNERS')
+REGISTRIES = ('MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'RUNNERS')
 
 
 def registered_names():
@@ -30,7 +30,9 @@ def minimal_configs(data_root, stage1_dir):
         ('MODELS', 'EVPADLResNet'): dict(type='EVPADLResNet'),
         ('MODELS', 'EPSAMPatchClassifier'): Config.fromfile(
             osp.join(ROOT, 'configs/epsam/classifier_demo.py')).model,
-        ('MODELS', 'PEPMPromptHead'): dict(type='PEPMPromptHead', num_points=5),
+        ('TASK_UTILS', 'PEPMPromptSampler'): dict(type='PEPMPromptSampler', num_points=5),
+        ('MODELS', 'SAMSoftDiceLoss'): dict(type='SAMSoftDiceLoss', loss_weight=2.0),
+        ('MODELS', 'SAMSoftIoULoss'): dict(type='SAMSoftIoULoss', smooth=1.0),
         ('MODELS', 'SAMDecoderSegmentor'): dict(
             type='SAMDecoderSegmentor', image_encoder=dict(type='MetaSAMViTEncoder', arch='tiny')),
         ('MODELS', 'MetaSAMViTEncoder'): dict(type='MetaSAMViTEncoder', arch='tiny'),

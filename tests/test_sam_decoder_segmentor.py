@@ -10,10 +10,11 @@ from segment_anything import SamPredictor, sam_model_registry  # noqa: E402
 from segment_anything.modeling import Sam  # noqa: E402
 
 from mmseg.structures import SegDataSample  # noqa: E402
+from mmseg_epsam.functional.soft_losses import soft_dice_loss, soft_iou_loss  # noqa: E402
 from mmseg_epsam.models.segmentors import SAMDecoderSegmentor  # noqa: E402
 from mmseg_epsam.models.sam_encoders import SAM_VIT_ARCHS, MetaSAMViTEncoder  # noqa: E402
 from mmseg_epsam.models.segmentors.sam_decoder_segmentor import (  # noqa: E402
-    build_mask_decoder, build_prompt_encoder, soft_dice_iou_loss)
+    DEFAULT_LOSS_DECODE, build_decode_losses, build_mask_decoder, build_prompt_encoder)
 from mmseg_epsam.utils.layout import stage1_data_prefix, stage1_sample_paths  # noqa: E402
 
 TINY = dict(type='MetaSAMViTEncoder', arch='tiny')
@@ -190,12 +191,62 @@ def test_overfitting_one_batch_trains_only_the_decoder():
     assert all(not p.requires_grad for p in model.image_encoder.parameters())
 
 
+def soft_dice_iou_loss(logits, target, smooth=1e-3):
+    """Soft Dice and soft IoU losses as SAMDecoderSegmentor computed them before
+    ``loss_decode`` (docs/method.md §5): the reference the loss modules must reproduce."""
+    prob = logits.sigmoid().reshape(-1)
+    target = target.reshape(-1).to(prob.dtype)
+    if not target.any():
+        prob, target = 1 - prob, 1 - target
+    intersection = (prob * target).sum()
+    total = prob.sum() + target.sum()
+    dice = 1 - (2 * intersection + smooth) / (total + smooth)
+    iou = 1 - (intersection + smooth) / (total - intersection + smooth)
+    return dice, iou
+
+
+def _soft_losses(logits, target, smooth=1e-3):
+    return soft_dice_loss(logits, target, smooth), soft_iou_loss(logits, target, smooth)
+
+
+def test_default_loss_decode_equals_the_soft_dice_and_iou_loss():
+    """The default loss_decode (SAMSoftDiceLoss + SAMSoftIoULoss) gives the values of the
+    former inline soft Dice + soft IoU, all-zero targets (scored on the background) included."""
+    losses = build_decode_losses(None)
+    assert [loss.loss_name for loss in losses] == ['loss_dice', 'loss_iou']
+    generator = torch.Generator().manual_seed(0)
+    for k in range(6):
+        logits = 3 * torch.randn(1, 1, 24, 20, generator=generator)
+        target = (torch.rand(1, 24, 20, generator=generator) > 0.6).long()
+        if k % 2:
+            target.zero_()
+        expected = soft_dice_iou_loss(logits[0, 0], target[0])
+        for loss, value in zip(losses, expected):
+            torch.testing.assert_close(loss(logits, target), value, rtol=0, atol=0)
+
+
+def test_loss_decode_is_configurable():
+    """loss_decode picks the losses and their weights; the dict keys are their loss_name."""
+    inputs, samples = _train_batch()
+    default = _tiny().loss(inputs, samples)
+    assert set(default) == {'loss_dice', 'loss_iou'}
+    explicit = _tiny(loss_decode=list(DEFAULT_LOSS_DECODE)).loss(inputs, samples)
+    for key in default:
+        torch.testing.assert_close(explicit[key], default[key], rtol=0, atol=0)
+    dice_only = _tiny(loss_decode=dict(type='SAMSoftDiceLoss', loss_weight=2.0)).loss(
+        inputs, samples)
+    assert set(dice_only) == {'loss_dice'}
+    torch.testing.assert_close(dice_only['loss_dice'], 2 * default['loss_dice'])
+    with pytest.raises(ValueError, match='loss_name'):
+        _tiny(loss_decode=dict(type='SAMSoftIoULoss', loss_name='iou'))
+
+
 def test_loss_values_and_empty_targets():
     logits = torch.tensor([10.0, 10.0, -10.0, -10.0])
     target = torch.tensor([1, 1, 0, 0])
-    dice, iou = soft_dice_iou_loss(logits, target)
+    dice, iou = _soft_losses(logits, target)
     assert dice.item() == pytest.approx(0.0, abs=1e-4) and iou.item() == pytest.approx(0, abs=1e-4)
-    dice, iou = soft_dice_iou_loss(-logits, target)
+    dice, iou = _soft_losses(-logits, target)
     assert dice.item() == pytest.approx(1.0, abs=1e-3) and iou.item() == pytest.approx(1, abs=1e-3)
     model = _tiny()
     inputs, samples = _train_batch()
@@ -210,12 +261,12 @@ def test_empty_targets_of_negative_patches_are_scored_on_the_background():
     a negative patch (img_label 0) trains towards an empty mask."""
     logits = torch.tensor([2.0, -1.0, 0.5, -3.0])
     empty = torch.zeros(4)
-    dice, iou = soft_dice_iou_loss(logits, empty, smooth=0.0)
+    dice, iou = _soft_losses(logits, empty, smooth=0.0)
     prob = logits.sigmoid()
     assert iou.item() == pytest.approx(prob.mean().item(), abs=1e-6)
     assert dice.item() == pytest.approx(1 - 2 * (1 - prob).sum().item()
                                         / ((1 - prob).sum().item() + 4), abs=1e-6)
-    assert soft_dice_iou_loss(torch.full((4,), -20.0), empty)[1].item() < 1e-6
+    assert soft_iou_loss(torch.full((4,), -20.0), empty).item() < 1e-6
     model = _tiny().train()
     inputs, samples = _train_batch()
     for s in samples:

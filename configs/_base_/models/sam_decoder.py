@@ -15,14 +15,18 @@ model = dict(
     # equal patches need no padding (MMSeg's stack_batch wants one of size / size_divisor).
     data_preprocessor=dict(type='SegDataPreProcessor', bgr_to_rgb=True, pad_val=0,
                            seg_pad_val=255, size_divisor=1),
+    # A prompt sampler registered in TASK_UTILS (a BasePromptSampler, docs/method.md §4).
     # prompt_kind: 'points' (paper), 'box' or 'box+points'; point_source: 'pepm' (paper),
     # 'pepm_whole_map', 'mask_uniform', 'patch_uniform', 'ground_truth' (oracle).
-    prompt_head=dict(type='PEPMPromptHead', num_points=50, prompt_kind='points',
+    prompt_head=dict(type='PEPMPromptSampler', num_points=50, prompt_kind='points',
                      point_source='pepm', small_mask_policy='all',
                      reference_unscaled_coords=False, seed=0),
     embedding_cache=dict(cache_dir='work_dirs/embedding_cache'),
-    dice_weight=1.0,
-    iou_weight=1.0,
-    loss_smooth=1e-3,
+    # The paper's loss (docs/method.md §5): soft Dice + soft IoU, 1:1. Any registered loss of
+    # one image's logits [1, 1, H, W] and target [1, H, W] with a loss_name fits, e.g.
+    # dict(type='CrossEntropyLoss', use_sigmoid=True, loss_name='loss_bce'), which the
+    # shorthand bce_weight=1.0 appends.
+    loss_decode=[dict(type='SAMSoftDiceLoss', loss_weight=1.0, smooth=1e-3),
+                 dict(type='SAMSoftIoULoss', loss_weight=1.0, smooth=1e-3)],
     train_cfg=dict(views=('hflip', 'vflip', 'rot90'), view_prob=0.5, seed=0),
     test_cfg=dict(classifier_gate=0.5))

@@ -74,13 +74,13 @@ class LoadCAMAndInitialMask(BaseTransform):
     Added keys: ``cam`` (float32 HxW), ``initial_mask`` (uint8 HxW) and, with
     ``with_cls_score``, ``cls_score`` (float). List them (and ``cam_path`` /
     ``initial_mask_path``) in ``PackSegInputs(meta_keys=...)`` so they reach
-    ``data_sample.metainfo``, where ``PEPMPromptHead`` / ``SAMDecoderSegmentor`` read them.
+    ``data_sample.metainfo``, where ``PEPMPromptSampler`` / ``SAMDecoderSegmentor`` read them.
 
     Args:
         with_cls_score: also read ``cls_score`` from the split's manifest (for the
             classifier gate).
         load_arrays: load the arrays here (in the data workers); False only checks that the
-            paths are given, and the prompt head loads them.
+            paths are given, and the prompt sampler loads them.
     """
 
     def __init__(self, with_cls_score: bool = False, load_arrays: bool = True) -> None:

