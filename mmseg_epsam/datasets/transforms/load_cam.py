@@ -79,13 +79,10 @@ class LoadCAMAndInitialMask(BaseTransform):
     Args:
         with_cls_score: also read ``cls_score`` from the split's manifest (for the
             classifier gate).
-        load_arrays: load the arrays here (in the data workers); False only checks that the
-            paths are given, and the prompt sampler loads them.
     """
 
-    def __init__(self, with_cls_score: bool = False, load_arrays: bool = True) -> None:
+    def __init__(self, with_cls_score: bool = False) -> None:
         self.with_cls_score = with_cls_score
-        self.load_arrays = load_arrays
         self._cls_scores: dict[str, dict[str, float]] = {}
 
     @staticmethod
@@ -102,13 +99,12 @@ class LoadCAMAndInitialMask(BaseTransform):
         name = results.get('patch_name') or osp.splitext(osp.basename(results['img_path']))[0]
         cam_path = self._path(results, 'cam_path', name)
         initial_mask_path = self._path(results, 'initial_mask_path', name)
-        if self.load_arrays:
-            results['cam'] = load_cam(cam_path)
-            results['initial_mask'] = load_initial_mask(initial_mask_path)
-            if results['cam'].shape != results['initial_mask'].shape:
-                raise ValueError(f'{cam_path}: CAM shape {results["cam"].shape} differs from '
-                                 f'initial mask {initial_mask_path} shape '
-                                 f'{results["initial_mask"].shape}')
+        results['cam'] = load_cam(cam_path)
+        results['initial_mask'] = load_initial_mask(initial_mask_path)
+        if results['cam'].shape != results['initial_mask'].shape:
+            raise ValueError(f'{cam_path}: CAM shape {results["cam"].shape} differs from '
+                             f'initial mask {initial_mask_path} shape '
+                             f'{results["initial_mask"].shape}')
         if self.with_cls_score:
             manifest_file = self._path(results, 'manifest_path', name)
             if manifest_file not in self._cls_scores:
@@ -119,5 +115,4 @@ class LoadCAMAndInitialMask(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(with_cls_score={self.with_cls_score}, '
-                f'load_arrays={self.load_arrays})')
+        return f'{self.__class__.__name__}(with_cls_score={self.with_cls_score})'
