@@ -11,7 +11,8 @@ from mmseg.utils import register_all_modules
 
 register_all_modules(init_default_scope=True)
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REGISTRIES = ('MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'RUNNERS')
+REGISTRIES = ('MODELS', 'TASK_UTILS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'RUNNERS',
+              'LOOPS')
 
 
 def registered_names():
@@ -21,7 +22,7 @@ def registered_names():
                   if cls.__module__.startswith('mmseg_epsam'))
 
 
-def minimal_configs(data_root, stage1_dir):
+def minimal_configs(data_root):
     """One small config per registered name."""
     patches = dict(type='HistoPatchDataset', data_root=data_root, ann_file='splits/train.txt',
                    data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
@@ -53,15 +54,16 @@ def minimal_configs(data_root, stage1_dir):
         ('HOOKS', 'DecoderResetHook'): dict(type='DecoderResetHook', mode='random'),
         ('HOOKS', 'ResumableRandomnessHook'): dict(type='ResumableRandomnessHook'),
         ('HOOKS', 'PseudoLabelGeneratorHook'): dict(
-            type='PseudoLabelGeneratorHook', dataset=patches, round_dir=stage1_dir),
+            type='PseudoLabelGeneratorHook', dataset=patches, ids_threshold=0.8),
         ('RUNNERS', 'EPSAMRunner'): None,  # built from a whole config in test_tools_train_test
+        ('LOOPS', 'PseudoLabelRoundsLoop'): None,  # built by a runner in test_rounds_loop
     }
 
 
 def test_every_registered_name_builds(tmp_path):
     data_root = str(tmp_path / 'data')
     write_patch_dataset(data_root, 'train', n_pos=2, n_neg=1, size=32)
-    configs = minimal_configs(data_root, str(tmp_path / 'stage1'))
+    configs = minimal_configs(data_root)
     names = registered_names()
     assert set(names) == set(configs), 'a registered component has no build test here'
     for reg_name, name in names:

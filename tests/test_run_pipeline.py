@@ -23,7 +23,7 @@ def run_pipeline(data_root, work_dir, *extra):
     return run_tool('tools/run_pipeline.py', 'tests/configs/epsam_tiny_sam.py',
            '--work-dir', work_dir, '--data-root', data_root, '--cfg-options',
            *CLASSIFIER_OPTIONS,
-           'decoder.cfg_options.train_cfg.max_iters=2',
+           'decoder.cfg_options.train_cfg.iters_per_round=2',
            'decoder.cfg_options.train_dataloader.batch_size=2',
            'rounds.num_rounds=1', 'rounds.ids_threshold=0.0', *extra)
 
@@ -101,7 +101,7 @@ def test_until_stops_after_the_stage_and_a_rerun_continues(tmp_path):
         [sys.executable, 'tools/run_pipeline.py', 'tests/configs/epsam_tiny_sam.py', '--work-dir',
          work_dir, '--data-root', data_root, '--until', 'decoder_r0', '--cfg-options',
          *CLASSIFIER_OPTIONS, 'cam.postprocess.quantile=1.0',
-         'decoder.cfg_options.train_cfg.max_iters=2'],
+         'decoder.cfg_options.train_cfg.iters_per_round=2'],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert '[classifier] done earlier: skipped' in result.stdout + result.stderr
@@ -143,12 +143,12 @@ def test_a_changed_decoder_setting_is_refused_then_forced(pipeline_run):
     result = subprocess.run(
         [sys.executable, 'tools/run_pipeline.py', 'configs/epsam/epsam_demo.py', '--work-dir',
          work_dir, '--data-root', data_root, '--cfg-options', *CLASSIFIER_OPTIONS,
-         'decoder.cfg_options.train_cfg.max_iters=3', 'decoder.cfg_options.train_dataloader'
+         'decoder.cfg_options.train_cfg.iters_per_round=3', 'decoder.cfg_options.train_dataloader'
          '.batch_size=2', 'rounds.num_rounds=1', 'rounds.ids_threshold=0.0'],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert '[decoder_r0] its outputs were made with other settings' in result.stderr
-    assert 'setting train_cfg.max_iters: 2 -> 3' in result.stderr
+    assert 'setting train_cfg.iters_per_round: 2 -> 3' in result.stderr
     assert '--force decoder_r0' in result.stderr
     assert not osp.exists(osp.join(work_dir, 'summary.json'))  # never a stale summary
     assert osp.isfile(osp.join(work_dir, 'decoder_r0', 'stage_done.json'))  # kept

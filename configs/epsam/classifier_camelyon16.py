@@ -56,6 +56,11 @@ default_hooks = dict(
                     save_last=True, save_best='img_label/auc', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'))
 log_processor = dict(by_epoch=True)
+# After training, stage 1's outputs: fused CAMs and initial masks of every split, from the
+# best-AUC checkpoint, in <work_dir>/stage1 (the stage1_dir the decoder configs read;
+# docs/method.md §3). tools/run_pipeline.py runs this step as its own `cams` stage instead.
+custom_hooks = [dict(type='CAMGeneratorHook', splits=('train', 'val', 'test'),
+                     preset='camelyon16', batch_size=16, num_workers=4)]
 # Every later stage depends on this classifier's CAMs: seed it (MMEngine seeds Python, NumPy
 # and torch, so the augmentation and ADL draws repeat).
 randomness = dict(seed=0)

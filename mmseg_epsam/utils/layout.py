@@ -21,7 +21,7 @@ outputs of their patches through ``data_prefix`` (:func:`stage1_data_prefix`), t
 MMSeg datasets address masks through ``seg_map_path``.
 """
 import os.path as osp
-from typing import Dict, Mapping
+from typing import Dict, List, Mapping
 
 STAGE1_FOLDER = 'stage1'
 #: ``data_prefix`` keys of the stage-1 outputs: CAM folder, initial-mask folder, manifest.
@@ -86,3 +86,24 @@ def round_paths(round_dir: str) -> Dict[str, str]:
                 table_file=osp.join(round_dir, 'ids_table.csv'),
                 summary_file=osp.join(round_dir, 'summary.json'),
                 settings_file=osp.join(round_dir, 'settings.json'))
+
+
+def round_dir(rounds_dir: str, k: int) -> str:
+    """The folder of round ``k``'s pseudo-labels (``k >= 1``) under ``rounds_dir``."""
+    return osp.join(rounds_dir, f'round_{k}')
+
+
+def round_targets(rounds_dir: str, k: int) -> List[Dict[str, str]]:
+    """The ``rounds`` of an ``IDSPseudoLabelDataset`` that trains decoder round ``k >= 1``:
+    the pseudo-labels and IDS tables of rounds ``1..k`` under ``rounds_dir``."""
+    targets = []
+    for j in range(1, k + 1):
+        paths = round_paths(round_dir(rounds_dir, j))
+        targets.append(dict(pseudo_label_dir=paths['pseudo_label_dir'],
+                            table_file=paths['table_file']))
+    return targets
+
+
+def decoder_round_checkpoint(k: int) -> str:
+    """File name of the checkpoint of decoder round ``k`` in a decoder run's work dir."""
+    return f'decoder_r{k}.pth'

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.registry import FUNCTIONS
 from mmengine.runner import EpochBasedTrainLoop
 
@@ -77,6 +78,19 @@ class ResumableRandomnessHook(Hook):
         """A resumed iteration-based run starts from its position's seed."""
         if not isinstance(runner.train_loop, EpochBasedTrainLoop) and runner.iter > 0:
             self._reseed(runner, 'iter', runner.iter)
+
+    def before_train_round(self, runner, round_index: int, resumed: bool) -> None:
+        """``PseudoLabelRoundsLoop``: a round after the first starts from its position's seed,
+        whatever ran between rounds (pseudo-label generation, or a resume), and so do the
+        model's own training draws (``reseed_training``, e.g. ``SAMDecoderSegmentor``'s
+        views and training prompts)."""
+        if runner.iter > 0:
+            self._reseed(runner, 'iter', runner.iter)
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            if hasattr(model, 'reseed_training'):
+                seed = self.seed if self.seed is not None else runner.seed
+                model.reseed_training(position_seed(int(seed or 0), 'model', runner.iter,
+                                                    get_rank()))
 
     def before_train_epoch(self, runner) -> None:
         """Epoch-based loops: the seed of the epoch (its data order, augmentations, ADL)."""

@@ -50,6 +50,10 @@ class BasePromptSampler(metaclass=ABCMeta):
         ``initial_mask`` arrays of ``LoadCAMAndInitialMask``, ``img_shape``);
         ``gt_mask`` (patch frame) when the sample carries a ground truth, else None."""
 
+    def reseed_training(self, seed: int) -> None:
+        """Restart the random draws of :meth:`train_prompts` from ``seed`` (called at
+        positions a training run can resume from); a sampler without randomness ignores it."""
+
     def explicit_prompts(self, point_coords: np.ndarray, point_labels: np.ndarray,
                          frame_shape: tuple[int, int], target_length: int,
                          box: Optional[np.ndarray] = None) -> PromptSet:

@@ -81,6 +81,10 @@ class PEPMPromptSampler(BasePromptSampler):
         self.seed = seed
         self.train_rng = np.random.default_rng(seed)
 
+    def reseed_training(self, seed: int) -> None:
+        """Restart the training-prompt draws from ``seed``."""
+        self.train_rng = np.random.default_rng(seed)
+
     @property
     def uses_points(self) -> bool:
         """Whether prompts carry points (``prompt_kind`` is not ``'box'``)."""

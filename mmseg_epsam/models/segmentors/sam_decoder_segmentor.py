@@ -287,6 +287,12 @@ class SAMDecoderSegmentor(BaseSegmentor):
         self._previous_decoder_state = self._decoder_state_copy()
         return self._previous_decoder_state
 
+    def reseed_training(self, seed: int) -> None:
+        """Restart the model's own training draws (augmentation views, training prompts)
+        from ``seed``; ``ResumableRandomnessHook`` calls it where a run can resume."""
+        self._view_rng = np.random.default_rng([seed, 0])
+        self.prompt_head.reseed_training(int(np.random.default_rng([seed, 1]).integers(2**31)))
+
     def reset_decoder(self, mode: str = 'pretrained', seed: Optional[int] = None) -> None:
         """Re-initialise the mask decoder in place (parameters keep their identity).
 
