@@ -7,7 +7,6 @@ brightness. Patches are 64x64: positives carry a bright rectangle exactly where 
 mask is; negatives carry a smaller bright blob (a false positive for the CAM, which the
 classifier gate removes).
 """
-import copy
 import importlib.util
 import json
 import os

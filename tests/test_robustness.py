@@ -23,7 +23,7 @@ import mmseg_epsam  # noqa: F401
 from mmseg.registry import DATASETS, HOOKS
 from mmseg.utils import register_all_modules
 from mmseg_epsam.apis import EPSAMPipeline, PipelineConfigError, StageChanged
-from mmseg_epsam.apis.pipeline import describe_changes
+from mmseg_epsam.apis.stage_records import describe_changes
 from mmseg_epsam.cache.embedding_cache import EmbeddingCache
 from mmseg_epsam.datasets import MaskValueError, PatchDatasetError, read_mask
 from mmseg_epsam.datasets.masks import parse_mask_values

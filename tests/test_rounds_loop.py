@@ -13,7 +13,7 @@ from mmengine.hooks import Hook
 
 from mmseg.registry import HOOKS
 from mmseg.utils import register_all_modules
-from mmseg_epsam.apis.pipeline import set_data_root, set_hook, set_stage1_dir
+from mmseg_epsam.utils.config_tree import set_data_root, set_hook, set_stage1_dir
 from mmseg_epsam.datasets.ids_pseudo_label_dataset import EmptyPseudoLabelSelection
 from mmseg_epsam.engine.loops.pseudo_label_rounds_loop import FINAL_ROUND_KEY
 from mmseg_epsam.engine.runner import EPSAMRunner

@@ -30,8 +30,6 @@ Bookkeeping (README, "What each stage writes"):
 * ``summary.json`` is deleted when a run starts and rebuilt from the records at its end.
 """
 import copy
-import difflib
-import hashlib
 import json
 import os
 import os.path as osp
@@ -46,248 +44,30 @@ from mmengine.registry import init_default_scope
 
 from mmseg.registry import DATASETS, MODELS
 from ..datasets.histo_patch import image_size
-from ..datasets.ids_pseudo_label_dataset import POLICIES, EmptyPseudoLabelSelection
+from ..datasets.ids_pseudo_label_dataset import EmptyPseudoLabelSelection
 from ..datasets.masks import parse_mask_values, read_mask
 from ..datasets.transforms.load_cam import load_cam, load_initial_mask
 from ..engine.cam_generation import (generate_cams, generation_dataset_cfg,
                                      load_classifier_checkpoint)
 from ..engine.runner import EPSAMRunner
 from ..functional.cam import cam_postprocess
-from ..functional.ids import IDS_VARIANTS
 from ..models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_for_checkpoint
-from ..models.segmentors import DECODER_RESET_MODES
 from ..utils.checkpoint import flatten_config
+from ..utils.config_tree import set_dataset_fields, set_hook, set_split, set_stage1_dir
 from ..utils.io import write_json, write_png, write_text
-from ..utils.layout import (STAGE1_PREFIX_KEYS, decoder_round_checkpoint, round_dir,
-                            round_paths, round_targets, stage1_data_prefix, stage1_dir_of,
-                            stage1_paths)
+from ..utils.layout import (decoder_round_checkpoint, round_dir, round_paths, round_targets,
+                            stage1_dir_of, stage1_paths)
 from ..utils.lock import WorkDirLock
 from ..utils.pictures import render_panels
+from .pipeline_config import PipelineConfigError, validate_pipeline_config
+from .pipeline_summary import EVERY_DECODER_METRICS, format_summary
+from .stage_records import (DONE_FILE, STARTED_FILE, StageChanged, config_settings,
+                            describe_changes, digest, file_signature, folder_listing,
+                            last_checkpoint)
 
-DONE_FILE = 'stage_done.json'
-STARTED_FILE = 'stage_started.json'
 RECORDED_CONFIG = 'pipeline_config.py'  # the pipeline config a run used, in its work dir
-#: The keys of a pipeline config, by section ('' = top level); any other is an error.
-PIPELINE_KEYS = {
-    '': ('work_dir', 'data_root', 'mask_values', 'classifier', 'cam', 'decoder', 'rounds',
-         'test'),
-    'classifier': ('config', 'cfg_options'),
-    'cam': ('splits', 'preset', 'method', 'postprocess', 'views_per_forward', 'batch_size',
-            'num_workers', 'show', 'evaluate', 'gate_threshold'),
-    'decoder': ('config', 'cfg_options', 'sam_checkpoint', 'require_sam_checkpoint'),
-    'rounds': ('num_rounds', 'ids_threshold', 'ids_variant', 'policy', 'reset'),
-    'test': ('num_pictures', 'score_every_decoder'),
-}
 #: Stages cheap to redo from their upstream: recomputed, not refused, when it changed.
 DERIVED_STAGES = ('pseudo_label_dataset', 'test')
-#: Stage-config keys that name where a stage writes, not what it computes.
-UNFINGERPRINTED_KEYS = ('work_dir', 'experiment_name', 'visualizer.name', 'resume',
-                        'load_from', 'launcher')
-
-
-class PipelineConfigError(ValueError):
-    """A pipeline config holds an unknown key or an invalid value."""
-
-
-class StageChanged(RuntimeError):
-    """A stage's settings, inputs or upstream differ from those its outputs were made with."""
-
-
-def _walk(node, visit) -> None:
-    """Call ``visit`` on every dict nested in ``node`` (configs: dicts and lists)."""
-    if isinstance(node, dict):
-        visit(node)
-        for value in node.values():
-            _walk(value, visit)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _walk(value, visit)
-
-
-def _reads_stage1(dataset: dict) -> bool:
-    """Whether a ``HistoPatchDataset`` config addresses stage-1 outputs (``data_prefix``)."""
-    return any(key in (dataset.get('data_prefix') or {}) for key in STAGE1_PREFIX_KEYS)
-
-
-def set_stage1_dir(node, stage1_dir: str) -> None:
-    """Set ``stage1_root`` of every ``HistoPatchDataset`` in a config tree that reads stage-1
-    outputs."""
-    def visit(d):
-        if d.get('type') == 'HistoPatchDataset' and _reads_stage1(d):
-            d['stage1_root'] = stage1_dir
-    _walk(node, visit)
-
-
-def set_split(node, split: str) -> None:
-    """Point every ``HistoPatchDataset`` of a config tree at ``split``
-    (``splits/<split>.txt``, ``img_dir/<split>``, ``ann_dir/<split>`` and, where it reads
-    them, the split's stage-1 outputs)."""
-    def visit(d):
-        if d.get('type') == 'HistoPatchDataset':
-            prefix = dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}')
-            if _reads_stage1(d):
-                prefix.update(stage1_data_prefix(split))
-            d['ann_file'] = f'splits/{split}.txt'
-            d['data_prefix'] = prefix
-    _walk(node, visit)
-
-
-def set_hook(cfg: Config, hook_type: str, **fields) -> None:
-    """Update the ``custom_hooks`` entry of ``hook_type`` with ``fields`` (added if absent)."""
-    hooks = [dict(hook) for hook in cfg.get('custom_hooks', [])]
-    for hook in hooks:
-        if hook.get('type') == hook_type:
-            hook.update(fields)
-            break
-    else:
-        hooks.append(dict(type=hook_type, **fields))
-    cfg.custom_hooks = hooks
-
-
-def set_dataset_fields(node, **fields) -> None:
-    """Set ``fields`` (e.g. ``data_root``, ``mask_values``) on every ``HistoPatchDataset``
-    in a config tree."""
-    def visit(d):
-        if d.get('type') == 'HistoPatchDataset':
-            d.update(fields)
-    _walk(node, visit)
-
-
-def set_data_root(node, data_root: str) -> None:
-    """Set ``data_root`` of every ``HistoPatchDataset`` in a config tree."""
-    set_dataset_fields(node, data_root=data_root)
-
-
-def last_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint MMEngine recorded last in ``work_dir`` (its ``last_checkpoint``)."""
-    record = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(record):
-        return None
-    with open(record) as f:
-        path = f.read().strip()
-    return path if osp.isfile(path) else None
-
-
-def _unknown_key_errors(section: str, keys, allowed) -> List[str]:
-    """One message per key of ``section`` not in ``allowed``, with a close match if any."""
-    errors = []
-    for key in keys:
-        if key in allowed:
-            continue
-        name = f'{section}.{key}' if section else key
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        hint = (f'; did you mean {section + "." if section else ""}{close[0]}?' if close
-                else f'; known keys: {", ".join(allowed)}')
-        errors.append(f'unknown pipeline key {name!r}{hint}')
-    return errors
-
-
-def validate_pipeline_config(cfg: Config) -> None:
-    """Check every key and value of a pipeline config before anything runs.
-
-    Raises:
-        PipelineConfigError: listing every unknown key (with a "did you mean" from
-            :mod:`difflib`) and every invalid value.
-    """
-    errors = _unknown_key_errors('', list(cfg.keys()), PIPELINE_KEYS[''])
-    for section in ('classifier', 'cam', 'decoder', 'rounds', 'test'):
-        value = cfg.get(section, {})
-        if not isinstance(value, dict):
-            errors.append(f'{section} must be a dict, got {value!r}')
-            continue
-        errors += _unknown_key_errors(section, list(value.keys()), PIPELINE_KEYS[section])
-    for section in ('classifier', 'decoder'):
-        if 'config' not in cfg.get(section, {}):
-            errors.append(f'{section}.config is required (the stage\'s MMEngine config)')
-    rounds = cfg.get('rounds', {})
-    checks = [
-        ('rounds.reset', rounds.get('reset', 'pretrained'), DECODER_RESET_MODES),
-        ('rounds.policy', rounds.get('policy', 'per_round'), POLICIES),
-        ('rounds.ids_variant', rounds.get('ids_variant', 'paper'), IDS_VARIANTS),
-    ]
-    for name, value, allowed in checks:
-        if value not in allowed:
-            errors.append(f'{name} must be one of {allowed}, got {value!r}')
-    num_rounds = rounds.get('num_rounds', 3)
-    if not isinstance(num_rounds, int) or isinstance(num_rounds, bool) or num_rounds < 0:
-        errors.append(f'rounds.num_rounds must be an integer >= 0, got {num_rounds!r}')
-    threshold = rounds.get('ids_threshold', 0.9)
-    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        errors.append(f'rounds.ids_threshold must be a number in [0, 1], got {threshold!r}')
-    cam = cfg.get('cam', {})
-    try:
-        cam_postprocess(cam.get('preset', 'camelyon16'), **cam.get('postprocess', {}))
-    except (KeyError, TypeError, ValueError) as exc:
-        errors.append(f'cam.preset / cam.postprocess: {exc}')
-    splits = cam.get('splits', ('train', 'val', 'test'))
-    if 'train' not in splits or 'test' not in splits:
-        errors.append(f'cam.splits must include train and test (the SAM stages read their '
-                      f'stage-1 outputs), got {splits!r}')
-    num_pictures = cfg.get('test', {}).get('num_pictures', 8)
-    if not isinstance(num_pictures, int) or num_pictures < 0:
-        errors.append(f'test.num_pictures must be an integer >= 0, got {num_pictures!r}')
-    scored_splits = cfg.get('test', {}).get('score_every_decoder', ())
-    if isinstance(scored_splits, str) or not set(scored_splits) <= set(splits):
-        errors.append(f'test.score_every_decoder must be a list of splits that have stage-1 '
-                      f'outputs ({list(splits)}), got {scored_splits!r}')
-    try:
-        parse_mask_values(cfg.get('mask_values'))
-    except ValueError as exc:
-        errors.append(f'mask_values: {exc}')
-    if errors:
-        raise PipelineConfigError('invalid pipeline config:\n  ' + '\n  '.join(errors))
-
-
-def _digest(obj) -> str:
-    """SHA-1 of ``obj`` as canonical JSON."""
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def file_signature(path: Optional[str]) -> str:
-    """``'<size>:<mtime_ns>'`` of a file (``'missing'``; ``'none'`` for no path)."""
-    if not path:
-        return 'none'
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return 'missing'
-    return f'{stat.st_size}:{stat.st_mtime_ns}'
-
-
-def folder_listing(folder: str) -> Dict[str, int]:
-    """``{relative path: size}`` of every file under ``folder`` (temporaries excluded)."""
-    listing = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if not name.startswith('.'):
-                path = osp.join(root, name)
-                listing[osp.relpath(path, folder)] = osp.getsize(path)
-    return listing
-
-
-def describe_changes(old: dict, new: dict) -> List[str]:
-    """What differs between two stage fingerprints, one line per setting/input/upstream."""
-    lines = []
-    for part, label in (('settings', 'setting'), ('inputs', 'input')):
-        before, after = old.get(part, {}), new.get(part, {})
-        for key in sorted(set(before) | set(after)):
-            if before.get(key) != after.get(key):
-                if part == 'settings':
-                    lines.append(f'{label} {key}: {before.get(key, "<unset>")!r} -> '
-                                 f'{after.get(key, "<unset>")!r}')
-                else:
-                    lines.append(f'{label} {key} changed ({before.get(key, "<none>")} -> '
-                                 f'{after.get(key, "<none>")})')
-    before, after = old.get('upstream', {}), new.get('upstream', {})
-    for stage in sorted(set(before) | set(after)):
-        if before.get(stage) != after.get(stage):
-            lines.append(f'upstream stage {stage} was redone or changed')
-    return lines
-
-
-#: EPSAMMetric keys of each every-decoder row: per-patch Dice / IoU on positives, FP area on
-#: negatives, and the dataset-level tumour Dice and mDice (docs/method.md §8).
-EVERY_DECODER_METRICS = ('Dice', 'IoU', 'neg_fp_area', 'tumour_Dice', 'mDice')
 
 
 class EPSAMPipeline:
@@ -417,12 +197,12 @@ class EPSAMPipeline:
                 entries.append((info['patch_name'], info['img_label'],
                                 file_signature(info['img_path']),
                                 file_signature(info.get('seg_map_path'))))
-            self._split_signatures[split] = _digest(entries)
+            self._split_signatures[split] = digest(entries)
         return self._split_signatures[split]
 
-    def _record_digest(self, stage: str) -> Optional[str]:
+    def _recorddigest(self, stage: str) -> Optional[str]:
         record = self.stage_record(stage)
-        return None if record is None else _digest(record)
+        return None if record is None else digest(record)
 
     def stage_fingerprint(self, stage: str) -> dict:
         """Settings, input files and upstream records that make ``stage``'s outputs."""
@@ -430,7 +210,7 @@ class EPSAMPipeline:
         inputs, upstream = {}, []
         if stage == 'classifier':
             cfg = self.stage_config(self.cfg.classifier, stage)
-            settings.update(_config_settings(cfg))
+            settings.update(config_settings(cfg))
             inputs = {f'split {split}': self.split_signature(split)
                       for split in ('train', 'val') if self._has_split(split)}
         elif stage == 'cams':
@@ -440,7 +220,7 @@ class EPSAMPipeline:
             upstream = ['classifier']
         elif stage.startswith('decoder_r'):
             k = int(stage[len('decoder_r'):])
-            settings.update(_config_settings(self._decoder_config(stage)))
+            settings.update(config_settings(self._decoder_config(stage)))
             settings.update({f'rounds.{key}': self.cfg.rounds.get(key, default)
                              for key, default in (('ids_threshold', 0.9),
                                                   ('ids_variant', 'paper'),
@@ -455,14 +235,14 @@ class EPSAMPipeline:
             settings['rounds.policy'] = self.cfg.rounds.get('policy', 'per_round')
             upstream = [f'decoder_r{self.final_round()}']
         elif stage == 'test':
-            settings.update(_config_settings(self._decoder_config('test')))
+            settings.update(config_settings(self._decoder_config('test')))
             settings.update(flatten_config(dict(self.cfg.test), 'test'))
             inputs = {'split test': self.split_signature('test')}
             upstream = ['cams', f'decoder_r{self.final_round()}']
         else:
             raise ValueError(f'unknown stage {stage!r}')
         return dict(settings=settings, inputs=inputs,
-                    upstream={name: self._record_digest(name) for name in upstream})
+                    upstream={name: self._recorddigest(name) for name in upstream})
 
     def _has_split(self, split: str) -> bool:
         root = self.data_root or self.stage_config(
@@ -504,7 +284,7 @@ class EPSAMPipeline:
         checkpoint = record.get('checkpoint')
         if checkpoint and not osp.isfile(checkpoint):
             problems.append(f'its checkpoint {checkpoint} is missing')
-        if stage == 'cams' and record.get('outputs') != _digest(folder_listing(
+        if stage == 'cams' and record.get('outputs') != digest(folder_listing(
                 self.stage1_dir)):
             problems.append(f'files under {self.stage1_dir} were deleted, added or resized')
         return problems
@@ -545,7 +325,7 @@ class EPSAMPipeline:
                     for split in splits}
         summaries = generate_cams(model, datasets, self.stage1_dir, postprocess, **cam)
         return dict(out_dir=self.stage1_dir, evaluation=summaries,
-                    outputs=_digest(folder_listing(self.stage1_dir)))
+                    outputs=digest(folder_listing(self.stage1_dir)))
 
     def _rounds_for(self, k: int) -> List[dict]:
         """Training targets of decoder round ``k`` (0: initial masks; K: rounds 1..K)."""
@@ -967,53 +747,3 @@ def _link(source: str, link: str) -> None:
     os.symlink(osp.abspath(source), link)
 
 
-def _config_settings(cfg: Config) -> Dict[str, object]:
-    """A stage config as flat ``key: value`` settings, without where-it-writes keys."""
-    settings = flatten_config(cfg.to_dict())
-    for key in UNFINGERPRINTED_KEYS:
-        settings.pop(key, None)
-    return settings
-
-
-def _fmt(value) -> str:
-    return '   -  ' if value is None else f'{100 * value:6.2f}'
-
-
-def format_summary(summary: dict) -> str:
-    """A Table-5-like text table of the summary."""
-    lines = ['', 'EP-SAM summary (Dice %, per patch, positives)', '-' * 72]
-    for row in summary['rounds']:
-        kept = f"  kept {row['kept']} (Dice of kept {_fmt(row.get('kept_dice'))})" \
-            if 'kept' in row else ''
-        lines.append(f"{row['what']:<42}{_fmt(row['dice'])}{kept}")
-    cam_test = (summary.get('cams') or {}).get('test') or {}
-    for gate in ('gated', 'ungated'):
-        if gate in cam_test:
-            label = f'initial masks (CAM), test, {"gated" if gate == "gated" else "no gate"}'
-            lines.append(f"{label:<42}{_fmt(cam_test[gate]['dice'])}  IoU "
-                         f"{100 * cam_test[gate]['iou']:.2f}  FP area on negatives "
-                         f"{100 * cam_test[gate]['fp_area']:.2f}%")
-    for name in ('test', 'test_ungated'):
-        metrics = summary.get(name)
-        if metrics:
-            label = 'EP-SAM, test, ' + ('gated' if name == 'test' else 'no gate')
-            lines.append(f"{label:<42}{metrics['Dice']:6.2f}  IoU {metrics['IoU']:.2f}  "
-                         f"FP area on negatives {metrics['neg_fp_area']:.2f}%  "
-                         f"mDice {metrics['mDice']:.2f}")
-    every = summary.get('every_decoder') or []
-    if every:
-        lines += ['', 'Every decoder (Dice % on positives / FP area % on negatives; '
-                  'gated | no gate)']
-        for split in dict.fromkeys(row['split'] for row in every):
-            for decoder in dict.fromkeys(row['decoder'] for row in every):
-                cells = {row['gated']: row for row in every
-                         if row['split'] == split and row['decoder'] == decoder}
-                lines.append(f"  {split:<5} {decoder:<12}" + ' | '.join(
-                    f"{cells[g]['Dice']:6.2f} / {cells[g]['neg_fp_area']:6.2f}"
-                    for g in (True, False) if g in cells))
-    if summary.get('sam_model'):
-        lines.append(f"SAM: {summary['sam_model']}")
-    if 'RANDOM' in str(summary.get('sam_model')):
-        lines.append('NOTE: the SAM stages used RANDOM weights (tests only; numbers are not '
-                     'EP-SAM results).')
-    return '\n'.join(lines)
