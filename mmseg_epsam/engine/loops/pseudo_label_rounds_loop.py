@@ -94,9 +94,10 @@ class PseudoLabelRoundsLoop(IterBasedTrainLoop):
         # EmptyPseudoLabelSelection when that round has no target).
         super().__init__(runner, self._round_dataloader_cfg(first_round), max_iters=1,
                          val_begin=val_begin, val_interval=val_interval)
-        rounds = last_round - first_round + 1
-        self._max_iters = rounds * self._round_length(self.dataloader)  # an estimate with
-        # epochs_per_round (the training set changes with each round's selection)
+        # an estimate with epochs_per_round (each round's selection sizes its training set)
+        self._max_iters = (last_round - first_round + 1) * self._round_length(self.dataloader)
+        self._round_index = first_round
+        self._round_end = self._max_iters
 
     # ------------------------------------------------------------------ rounds
     def round_dir(self, k: int) -> str:
