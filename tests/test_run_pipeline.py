@@ -75,6 +75,12 @@ def test_every_stage_writes_its_outputs(pipeline_run):
     assert final_test[0]['Dice'] == pytest.approx(summary['test']['Dice'])
     assert final_test[1]['Dice'] == pytest.approx(summary['test_ungated']['Dice'])
     assert 'Every decoder' in log
+    # each stage's wall time, from its record, in the summary and its text table
+    walls = summary['stage_wall_s']
+    assert list(walls) == ['classifier', 'cams', 'decoder_r0', 'decoder_r1',
+                           'pseudo_label_dataset', 'test']
+    assert all(wall >= 0 for wall in walls.values()) and walls['classifier'] > 0
+    assert 'Stage wall time (s, the run that finished each stage): classifier ' in log
 
 
 def test_second_run_skips_every_stage(pipeline_run):

@@ -34,6 +34,7 @@ import json
 import os
 import os.path as osp
 import shutil
+import time
 from typing import Dict, List, Optional, Sequence
 
 import cv2
@@ -691,6 +692,7 @@ class EPSAMPipeline:
                 self._refuse(stage, 'the partial outputs of its interrupted run', changes)
         write_json(self._done_file(stage, STARTED_FILE), fingerprint)
         print_log(f'[{stage}] running', logger=self.logger)
+        started = time.monotonic()
         if stage == 'classifier':
             record = self.run_classifier()
         elif stage == 'cams':
@@ -702,6 +704,8 @@ class EPSAMPipeline:
         else:
             record = self.run_decoder(int(stage[len('decoder_r'):]))
         record['fingerprint'] = fingerprint
+        # wall time of the run that finished the stage (an interrupted one's time is not in)
+        record['wall_s'] = round(time.monotonic() - started, 1)
         self._finish(stage, record)
         print_log(f'[{stage}] finished: outputs in {osp.join(self.work_dir, stage)}',
                   logger=self.logger)
@@ -737,7 +741,9 @@ class EPSAMPipeline:
                     cams=cams.get('evaluation'), rounds=rows,
                     test=test.get('test', {}).get('metrics'),
                     test_ungated=test.get('test_ungated', {}).get('metrics'),
-                    pictures=test.get('pictures'))
+                    pictures=test.get('pictures'),
+                    stage_wall_s={stage: (self.stage_record(stage) or {}).get('wall_s')
+                                  for stage in self.stage_names()})
 
 def _link(source: str, link: str) -> None:
     """Make ``link`` a symbolic link to ``source`` (replacing an older link)."""

@@ -41,6 +41,11 @@ def format_summary(summary: dict) -> str:
                 lines.append(f"  {split:<5} {decoder:<12}" + ' | '.join(
                     f"{cells[g]['Dice']:6.2f} / {cells[g]['neg_fp_area']:6.2f}"
                     for g in (True, False) if g in cells))
+    times = {stage: wall for stage, wall in (summary.get('stage_wall_s') or {}).items()
+             if wall is not None}
+    if times:
+        lines += ['', 'Stage wall time (s, the run that finished each stage): ' + ', '.join(
+            f'{stage} {wall:.0f}' for stage, wall in times.items())]
     if summary.get('sam_model'):
         lines.append(f"SAM: {summary['sam_model']}")
     if 'RANDOM' in str(summary.get('sam_model')):
