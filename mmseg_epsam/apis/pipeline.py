@@ -201,9 +201,12 @@ class EPSAMPipeline:
             self._split_signatures[split] = digest(entries)
         return self._split_signatures[split]
 
-    def _recorddigest(self, stage: str) -> Optional[str]:
+    def _record_digest(self, stage: str) -> Optional[str]:
         record = self.stage_record(stage)
-        return None if record is None else digest(record)
+        if record is None:
+            return None
+        # what a stage made, not how long it took: a stage redone the same way keeps its digest
+        return digest({key: value for key, value in record.items() if key != 'wall_s'})
 
     def stage_fingerprint(self, stage: str) -> dict:
         """Settings, input files and upstream records that make ``stage``'s outputs."""
@@ -243,7 +246,7 @@ class EPSAMPipeline:
         else:
             raise ValueError(f'unknown stage {stage!r}')
         return dict(settings=settings, inputs=inputs,
-                    upstream={name: self._recorddigest(name) for name in upstream})
+                    upstream={name: self._record_digest(name) for name in upstream})
 
     def _has_split(self, split: str) -> bool:
         root = self.data_root or self.stage_config(
