@@ -304,6 +304,7 @@ def test_demo_config_trains_and_validates_through_the_runner(tmp_path):
     cfg.train_dataloader.batch_size = 4
     cfg.train_cfg.max_epochs = 1
     cfg.train_cfg.val_interval = 1
+    cfg.custom_hooks = []  # CAM generation after training: tests/test_stages_by_tools.py
     runner = Runner.from_cfg(cfg)
     runner.train()
     metrics = runner.val_loop.run()
