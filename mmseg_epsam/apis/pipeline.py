@@ -483,10 +483,11 @@ class EPSAMPipeline:
         return dict(out_dir=out_dir, patches=len(lines),
                     counts=dataset.selection.counts)
 
-    def _score(self, stage: str, checkpoint: Optional[str], split: str, gated: bool,
-               mask_dir: Optional[str] = None) -> dict:
+    def score_decoder(self, stage: str, checkpoint: Optional[str], split: str, gated: bool,
+                      mask_dir: Optional[str] = None) -> dict:
         """EPSAMMetric of a decoder (``checkpoint``; None: the pretrained SAM, zero-shot) on
-        ``split``, with or without the classifier gate."""
+        ``split``, with or without the classifier gate, under the decoder config of this
+        pipeline's ``decoder`` section; ``stage`` names the run's folder under the work dir."""
         cfg = self._decoder_config(stage)
         if checkpoint is not None:
             cfg.load_from = checkpoint
@@ -511,7 +512,7 @@ class EPSAMPipeline:
                 for gated in (True, False):
                     stage = osp.join('test', 'every_decoder',
                                      f'{name}_{split}_{"gated" if gated else "ungated"}')
-                    metrics = self._score(stage, checkpoint, split, gated)
+                    metrics = self.score_decoder(stage, checkpoint, split, gated)
                     rows.append(dict(decoder=name, split=split, gated=gated,
                                      **{k: metrics[k] for k in EVERY_DECODER_METRICS}))
         return rows
@@ -524,7 +525,7 @@ class EPSAMPipeline:
         for gated in (True, False):
             name = 'test' if gated else 'test_ungated'
             mask_dir = osp.join(self.work_dir, name, 'masks')
-            metrics = self._score(name, checkpoint, 'test', gated, mask_dir)
+            metrics = self.score_decoder(name, checkpoint, 'test', gated, mask_dir)
             results[name] = dict(metrics=metrics, masks=mask_dir, checkpoint=checkpoint)
         results['pictures'] = self._pictures(self._decoder_config('test'),
                                              results['test']['masks'])
