@@ -9,6 +9,8 @@
 #   point_source='pepm_whole_map') instead of inside the tight initial mask, so prompts also
 #   reach tumour the mask missed. This sets the pseudo-label prompts of rounds 1-3 and the
 #   test prompts; training prompts stay uniform inside each target.
+# * No pseudo-label rounds: the whole-map prompts' SAM masks reach beyond the tight CAM masks,
+#   so IDS keeps 8-10 of 120, and a decoder retrained on those scored lower on val.
 # The paper's setting is configs/epsam/epsam_demo.py.
 #   python tools/run_pipeline.py configs/epsam/epsam_demo_tight_bce.py
 _base_ = ['./epsam_demo.py']
@@ -18,3 +20,4 @@ cam = dict(postprocess=dict(quantile=None, fixed_threshold=0.5))
 decoder = dict(cfg_options=dict(
     model=dict(bce_weight=1.0, prompt_head=dict(point_source='pepm_whole_map')),
     train_cfg=dict(iters_per_round=300)))
+rounds = dict(num_rounds=0)
