@@ -7,8 +7,8 @@
 #   BCE's does not (tests/test_sam_decoder_segmentor.py).
 # * PEPM points drawn in proportion to the CAM over the whole patch (Eq. 4 read literally,
 #   point_source='pepm_whole_map') instead of inside the tight initial mask, so prompts also
-#   reach tumour the mask missed. This sets the pseudo-label prompts of rounds 1-3 and the
-#   test prompts; training prompts stay uniform inside each target.
+#   reach tumour the mask missed. This sets the test prompts (and the pseudo-label prompts,
+#   if rounds are turned back on); training prompts stay uniform inside each target.
 # * No pseudo-label rounds: the whole-map prompts' SAM masks reach beyond the tight CAM masks,
 #   so IDS keeps 8-10 of 120, and a decoder retrained on those scored lower on val.
 # The paper's setting is configs/epsam/epsam_demo.py.
