@@ -192,6 +192,8 @@ def test_run_pipeline_refuses_a_locked_work_dir(tmp_path):
     ('rounds.num_round', 2, "'rounds.num_round'; did you mean rounds.num_rounds"),
     ('cam.preset', 'camelyon61', "unknown CAM post-processing preset 'camelyon61'"),
     ('rounds.reset', 'fresh', 'rounds.reset must be one of'),
+    ('export.labels', 'sam', "export.labels must be one of ('last_targets', 'final_decoder')"),
+    ('export.label', 'sam', "'export.label'; did you mean export.labels"),
     ('test.num_pictures', -1, 'test.num_pictures must be an integer >= 0'),
 ])
 def test_bad_pipeline_keys_and_values_are_errors(tmp_path, key, value, message):

@@ -201,3 +201,41 @@ def test_negative_patches_train_the_decoder_and_are_exported(pipeline_run, tmp_p
         mask = cv2.imread(str(export / 'ann_dir' / 'train' / f'{name}.png'), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (64, 64) and not mask.any()
     assert sum(label == '1' for label in lines.values()) >= 1
+
+
+def test_final_decoder_masks_are_exported_when_asked(pipeline_run, tmp_path):
+    """export.labels=final_decoder with no rounds: the exported train labels are decoder_r0's
+    own masks on the positive patches, bit for bit the masks that round-1 generation wrote
+    in the shared run (stage 1 is shared by links; decoder_r0 retrains with the same seed)."""
+    data_root, source, _ = pipeline_run
+    work_dir = tmp_path / 'final'
+    work_dir.mkdir()
+    for name in ('classifier', 'cams', 'stage1'):
+        os.symlink(osp.join(source, name), work_dir / name)
+    run_pipeline(data_root, str(work_dir), 'rounds.num_rounds=0',
+                 'export.labels=final_decoder', '--until', 'pseudo_label_dataset')
+    masks_dir = work_dir / 'final_decoder_masks' / 'pseudo_labels'
+    round_1 = osp.join(source, 'round_1', 'pseudo_labels')
+    train = dict(line.split() for line in open(osp.join(data_root, 'splits', 'train.txt')))
+    positives = sorted(name for name, label in train.items() if label == '1')
+    assert sorted(p[:-4] for p in os.listdir(masks_dir)) == positives
+    export = work_dir / 'pseudo_label_dataset'
+    exported = dict(line.split() for line in open(export / 'splits' / 'train.txt'))
+    for name in positives:
+        mask = cv2.imread(str(masks_dir / f'{name}.png'), cv2.IMREAD_UNCHANGED)
+        assert (mask == cv2.imread(osp.join(round_1, f'{name}.png'),
+                                   cv2.IMREAD_UNCHANGED)).all()
+        # every positive with a non-empty mask is exported with that mask, no IDS filter
+        assert (name in exported) == bool(mask.any())
+        if mask.any():
+            assert exported[name] == '1'
+            assert (cv2.imread(str(export / 'ann_dir' / 'train' / f'{name}.png'),
+                               cv2.IMREAD_UNCHANGED) == mask).all()
+    assert '1' in exported.values()
+    record = json.load(open(export / 'stage_done.json'))
+    assert record['labels'] == 'final_decoder' and record['patches'] == len(exported)
+    expected = json.load(open(osp.join(source, 'round_1', 'summary.json')))['sam_dice_gt']
+    assert record['final_decoder_masks']['sam_dice_gt'] == pytest.approx(expected)
+    summary = json.load(open(work_dir / 'summary.json'))
+    row = [r for r in summary['rounds'] if r['what'].startswith('decoder_r0 masks')]
+    assert row and row[0]['dice'] == pytest.approx(expected)

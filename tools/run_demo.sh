@@ -3,19 +3,29 @@
 # dataset (once), run the whole EP-SAM pipeline, then train a stock MMSeg UNet on the
 # pseudo-labels it exported and score it with the same metric. Safe to rerun: every step
 # skips what is already complete.
+#   bash tools/run_demo.sh [run_pipeline.py options, e.g. --sam-checkpoint sam_vit_b_01ec64.pth]
+# EPSAM_DEMO_CONFIG picks the pipeline config: configs/epsam/epsam_demo_tight_bce.py by
+# default (chosen on val; README, demo results), configs/epsam/epsam_demo.py for the paper's
+# settings.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 PY="${EPSAM_VENV:-$ROOT/.venv}/bin/python"
-WORK=work_dirs/epsam_demo
+CONFIG="${EPSAM_DEMO_CONFIG:-configs/epsam/epsam_demo_tight_bce.py}"
+WORK=$("$PY" -c 'import sys; from mmengine.config import Config
+print(Config.fromfile(sys.argv[1]).work_dir)' "$CONFIG")
 
 "$PY" tools/fetch_sources.py
 "$PY" tools/make_demo_data.py --out data/demo
-"$PY" tools/run_pipeline.py configs/epsam/epsam_demo.py "$@"
+"$PY" tools/run_pipeline.py "$CONFIG" "$@"
 
 # "U-Net on EP-SAM pseudo-labels": a stock MMSeg model on the exported pseudo-label dataset.
-UNET=work_dirs/unet_pseudo_labels_demo
-"$PY" tools/train.py configs/epsam/unet_pseudo_labels_demo.py --work-dir "$UNET" --resume
+LABELS="$WORK/pseudo_label_dataset"
+UNET="work_dirs/unet_pseudo_labels_$(basename "$WORK")"
+UNET_OPTIONS=(--cfg-options "train_dataloader.dataset.data_root=$LABELS"
+              "val_dataloader.dataset.data_root=$LABELS" "test_dataloader.dataset.data_root=$LABELS")
+"$PY" tools/train.py configs/epsam/unet_pseudo_labels_demo.py --work-dir "$UNET" --resume \
+  "${UNET_OPTIONS[@]}"
 "$PY" tools/test.py configs/epsam/unet_pseudo_labels_demo.py "$UNET/iter_300.pth" \
-  --work-dir "$UNET" --out "$UNET/test_masks"
+  --work-dir "$UNET" --out "$UNET/test_masks" "${UNET_OPTIONS[@]}"
 echo "EP-SAM outputs: $ROOT/$WORK (summary.json, test/pictures/); UNet: $ROOT/$UNET"

@@ -1,8 +1,8 @@
 # A stock MMSeg DeepLabV3 (ResNet-50-D8), inherited as MMSeg ships it through `mmseg::`,
 # trained on EP-SAM's exported pseudo-labels and scored on the test split with the same
 # metric: any MMSeg model trains on the pseudo-label dataset this way. Run after
-# tools/run_pipeline.py configs/epsam/epsam_demo.py, which exports
-# work_dirs/epsam_demo/pseudo_label_dataset ({img_dir,ann_dir,splits}/):
+# tools/run_pipeline.py configs/epsam/epsam_demo_tight_bce.py (`make demo`), which exports
+# work_dirs/epsam_tight_bce_demo/pseudo_label_dataset ({img_dir,ann_dir,splits}/):
 #   python tools/train.py configs/epsam/deeplabv3_pseudo_labels_demo.py
 #   python tools/test.py configs/epsam/deeplabv3_pseudo_labels_demo.py \
 #       work_dirs/deeplabv3_pseudo_labels_demo/iter_300.pth
@@ -12,7 +12,8 @@ _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_demo.py',
 ]
-data_root = 'work_dirs/epsam_demo/pseudo_label_dataset'
+# the export of `make demo`; the paper's settings export to work_dirs/epsam_demo/...
+data_root = 'work_dirs/epsam_tight_bce_demo/pseudo_label_dataset'
 # The stock SyncBN needs a distributed launch; plain BN trains on one GPU or on the CPU.
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(

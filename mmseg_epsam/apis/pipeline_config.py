@@ -14,14 +14,20 @@ from ..models.segmentors import DECODER_RESET_MODES
 #: The keys of a pipeline config, by section ('' = top level); any other is an error.
 PIPELINE_KEYS = {
     '': ('work_dir', 'data_root', 'mask_values', 'classifier', 'cam', 'decoder', 'rounds',
-         'test'),
+         'test', 'export'),
     'classifier': ('config', 'cfg_options'),
     'cam': ('splits', 'preset', 'method', 'postprocess', 'views_per_forward', 'batch_size',
             'num_workers', 'show', 'evaluate', 'gate_threshold'),
     'decoder': ('config', 'cfg_options', 'sam_checkpoint', 'require_sam_checkpoint'),
     'rounds': ('num_rounds', 'ids_threshold', 'ids_variant', 'policy', 'reset'),
     'test': ('num_pictures', 'score_every_decoder'),
+    'export': ('labels',),
 }
+#: What the ``pseudo_label_dataset`` stage exports as the train labels (``export.labels``):
+#: ``'last_targets'``, the pseudo-labels the final decoder trained on (IDS-kept SAM masks of
+#: the last round; the initial masks when no round ran), or ``'final_decoder'``, the final
+#: decoder's own masks on every positive training patch (docs/method.md §6).
+EXPORT_LABELS = ('last_targets', 'final_decoder')
 
 
 class PipelineConfigError(ValueError):
@@ -50,7 +56,7 @@ def validate_pipeline_config(cfg: Config) -> None:
             :mod:`difflib`) and every invalid value.
     """
     errors = _unknown_key_errors('', list(cfg.keys()), PIPELINE_KEYS[''])
-    for section in ('classifier', 'cam', 'decoder', 'rounds', 'test'):
+    for section in ('classifier', 'cam', 'decoder', 'rounds', 'test', 'export'):
         value = cfg.get(section, {})
         if not isinstance(value, dict):
             errors.append(f'{section} must be a dict, got {value!r}')
@@ -64,6 +70,8 @@ def validate_pipeline_config(cfg: Config) -> None:
         ('rounds.reset', rounds.get('reset', 'pretrained'), DECODER_RESET_MODES),
         ('rounds.policy', rounds.get('policy', 'per_round'), POLICIES),
         ('rounds.ids_variant', rounds.get('ids_variant', 'paper'), IDS_VARIANTS),
+        ('export.labels', cfg.get('export', {}).get('labels', 'last_targets'),
+         EXPORT_LABELS),
     ]
     for name, value, allowed in checks:
         if value not in allowed:

@@ -93,6 +93,13 @@ def round_dir(rounds_dir: str, k: int) -> str:
     return osp.join(rounds_dir, f'round_{k}')
 
 
+def final_decoder_masks_dir(work_dir: str) -> str:
+    """The folder (round-folder layout, :func:`round_paths`) of the final decoder's masks on
+    the positive training patches, written when a pipeline exports them
+    (``export.labels='final_decoder'``)."""
+    return osp.join(work_dir, 'final_decoder_masks')
+
+
 def round_targets(rounds_dir: str, k: int) -> List[Dict[str, str]]:
     """The ``rounds`` of an ``IDSPseudoLabelDataset`` that trains decoder round ``k >= 1``:
     the pseudo-labels and IDS tables of rounds ``1..k`` under ``rounds_dir``."""
