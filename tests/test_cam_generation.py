@@ -182,6 +182,8 @@ def test_generation_writes_outputs_evaluates_and_resumes(tmp_path):
     assert test_summary['gated']['dice'] == test_summary['ungated']['dice']
     assert test_summary['ungated']['fp_area'] > 0.1
     assert test_summary['gated']['fp_area'] == 0.0
+    assert test_summary['positives_passing_gate'] == 2
+    assert test_summary['negatives_passing_gate'] == 0
     assert osp.isfile(osp.join(out_dir, 'eval_test.json'))
 
     # Resume: nothing to do, nothing rewritten except the manifests and settings.
@@ -346,3 +348,25 @@ def test_real_classifier_plugs_into_generation(tmp_path):
         eigen, np.load(osp.join(out_dir, 'cams', 'train', name + '.npy')))
     with pytest.raises(ValueError, match='unknown CAM method'):
         generate_cams(model, datasets, eigen_dir, cam_postprocess('camelyon17'), method='cam2')
+
+
+def test_a_gate_that_passes_every_negative_is_warned_about(tmp_path, monkeypatch):
+    """A classifier gate that lets every negative patch through filters nothing (as with an
+    uncalibrated best-AUC checkpoint); CAM generation says so, naming the split and file."""
+    root, out_dir = str(tmp_path / 'data'), str(tmp_path / 'stage1')
+    write_dataset(root)
+    warnings = []
+    logger = MMLogger.get_current_instance()
+    monkeypatch.setattr(logger, 'warning', lambda message, *args, **kwargs:
+                        warnings.append(message))
+    datasets = build_datasets(make_cfg(root), splits=('test',))
+    calibrated = generate_cams(StandInClassifier(), datasets, out_dir,
+                               cam_postprocess('camelyon16'))['test']
+    assert calibrated['negatives_passing_gate'] == 0 and not warnings
+    summary = generate_cams(StandInClassifier(), datasets, str(tmp_path / 'open_gate'),
+                            cam_postprocess('camelyon16'), gate_threshold=0.0)['test']
+    assert summary['negatives_passing_gate'] == summary['negatives_scored'] == 2
+    assert summary['gated']['fp_area'] == summary['ungated']['fp_area'] > 0.1
+    assert len(warnings) == 1
+    assert "split 'test'" in warnings[0] and 'passes all 2 negative patches' in warnings[0]
+    assert osp.join('open_gate', 'eval_test.json') in warnings[0]

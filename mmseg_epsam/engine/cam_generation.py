@@ -372,6 +372,15 @@ def generate_split(model: torch.nn.Module,
     logger.info(f'Initial masks of split {split!r} against GT: {summary["ungated"]} '
                 f'(gated at p>={gate_threshold}: {summary["gated"]}); '
                 f'written to {writer.eval_path}')
+    if summary['negatives_scored'] and \
+            summary['negatives_passing_gate'] == summary['negatives_scored']:
+        logger.warning(
+            f'split {split!r}: the classifier gate (p >= {gate_threshold}) passes all '
+            f'{summary["negatives_scored"]} negative patches, so it filters nothing and every '
+            'initial mask of a negative patch is kept (FP area on negatives '
+            f'{summary["gated"]["fp_area"]}). The classifier\'s probabilities are not '
+            'calibrated at this threshold: look at its val accuracy at the chosen checkpoint '
+            f'({writer.eval_path}; README, Limits).')
     return summary
 
 
@@ -392,15 +401,19 @@ def evaluate_initial_masks(writer: SplitWriter, entries: list, rows: Dict[str, d
     :func:`false_positive_fraction`), each as a mean over patches, without and with the
     classifier gate (a patch whose tumour probability is below ``gate_threshold`` gets an
     empty mask). Positives are scored only where a GT mask exists; negatives need no GT
-    (they hold no tumour).
+    (they hold no tumour). ``positives_passing_gate`` / ``negatives_passing_gate`` count the
+    patches of each label the gate lets through.
     """
     scores = {'ungated': dict(dice=[], iou=[], fp_area=[]),
               'gated': dict(dice=[], iou=[], fp_area=[])}
     positives_without_gt = 0
+    passing_gate = {0: 0, 1: 0}
     for _, info in entries:
         name = info['patch_name']
         mask = _read_gray(writer.mask_path(name)) > 0
-        gated = mask if float(rows[name]['cls_score']) >= gate_threshold else np.zeros_like(mask)
+        passes = float(rows[name]['cls_score']) >= gate_threshold
+        passing_gate[int(info['img_label'])] += int(passes)
+        gated = mask if passes else np.zeros_like(mask)
         if info['img_label'] == 0:
             for key, pred in (('ungated', mask), ('gated', gated)):
                 scores[key]['fp_area'].append(false_positive_fraction(pred.astype(np.uint8)))
@@ -421,6 +434,8 @@ def evaluate_initial_masks(writer: SplitWriter, entries: list, rows: Dict[str, d
     summary.update(positives_scored=len(scores['ungated']['dice']),
                    positives_without_gt=positives_without_gt,
                    negatives_scored=len(scores['ungated']['fp_area']),
+                   positives_passing_gate=passing_gate[1],
+                   negatives_passing_gate=passing_gate[0],
                    gate_threshold=gate_threshold)
     return summary
 
