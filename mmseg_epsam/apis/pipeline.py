@@ -39,9 +39,9 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
+import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import init_default_scope
 
 from mmseg.registry import DATASETS, MODELS
@@ -458,10 +458,11 @@ class EPSAMPipeline:
         another decoder made the masks on disk). Returns the round-style summary
         (``sam_dice_gt`` etc.)."""
         cfg = self._decoder_config('final_decoder_masks')
-        cfg.load_from = self.final_checkpoint()
-        runner = EPSAMRunner.from_cfg(cfg)
-        runner.load_or_resume()
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        init_default_scope('mmseg')
+        model = MODELS.build(cfg.model)
+        # the run's own MMEngine checkpoint of the whole segmentor, loaded strictly
+        load_classifier_checkpoint(model, self.final_checkpoint())
+        model.to('cuda' if torch.cuda.is_available() else 'cpu')
         rounds = self.cfg.rounds
         return generate_pseudo_labels(
             model, DATASETS.build(cfg.pseudo_label_dataset),
@@ -487,11 +488,12 @@ class EPSAMPipeline:
         train_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
         record = dict()
         if self.export_labels == 'final_decoder':
+            masks_dir = final_decoder_masks_dir(self.work_dir)
             record['final_decoder_masks'] = dict(
                 self.write_final_decoder_masks(), decoder=f'decoder_r{self.final_round()}',
-                out_dir=final_decoder_masks_dir(self.work_dir))
-            train_cfg.rounds = [dict(pseudo_label_dir=round_paths(final_decoder_masks_dir(
-                self.work_dir))['pseudo_label_dir'], table_file=None)]
+                out_dir=masks_dir)
+            train_cfg.rounds = [dict(pseudo_label_dir=round_paths(masks_dir)['pseudo_label_dir'],
+                                     table_file=None)]
         else:
             train_cfg.rounds = self._rounds_for(self.final_round())
             train_cfg.policy = self.cfg.rounds.get('policy', 'per_round')
