@@ -12,6 +12,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 PY="${EPSAM_VENV:-$ROOT/.venv}/bin/python"
 CONFIG="${EPSAM_DEMO_CONFIG:-configs/epsam/epsam_demo_tight_bce.py}"
+if [ ! -f "$CONFIG" ]; then
+  echo "EPSAM_DEMO_CONFIG: pipeline config $CONFIG not found (e.g. configs/epsam/epsam_demo.py)" >&2
+  exit 2
+fi
 WORK=$("$PY" -c 'import sys; from mmengine.config import Config
 print(Config.fromfile(sys.argv[1]).work_dir)' "$CONFIG")
 
