@@ -329,6 +329,7 @@ class EPSAMPipeline:
         init_default_scope('mmseg')
         model = MODELS.build(cfg.model)
         load_classifier_checkpoint(model, self.stage_record('classifier')['checkpoint'])
+        model.to(inference_device())
         cam = dict(self.cfg.cam)
         splits = cam.pop('splits', ('train', 'val', 'test'))
         postprocess = cam_postprocess(cam.pop('preset', 'camelyon16'),
@@ -462,7 +463,7 @@ class EPSAMPipeline:
         model = MODELS.build(cfg.model)
         # the run's own MMEngine checkpoint of the whole segmentor, loaded strictly
         load_classifier_checkpoint(model, self.final_checkpoint())
-        model.to('cuda' if torch.cuda.is_available() else 'cpu')
+        model.to(inference_device())
         rounds = self.cfg.rounds
         return generate_pseudo_labels(
             model, DATASETS.build(cfg.pseudo_label_dataset),
@@ -793,6 +794,11 @@ class EPSAMPipeline:
                     pictures=test.get('pictures'),
                     stage_wall_s={stage: (self.stage_record(stage) or {}).get('wall_s')
                                   for stage in self.stage_names()})
+
+def inference_device() -> str:
+    """Where the pipeline's own inference steps run: the GPU when there is one."""
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
 
 def _link(source: str, link: str) -> None:
     """Make ``link`` a symbolic link to ``source`` (replacing an older link)."""
