@@ -18,6 +18,16 @@ if [ ! -f "$CONFIG" ]; then
 fi
 WORK=$("$PY" -c 'import sys; from mmengine.config import Config
 print(Config.fromfile(sys.argv[1]).work_dir)' "$CONFIG")
+# a --work-dir passed through to run_pipeline.py moves the run, and the UNet follows it
+ARGS=("$@")
+for i in "${!ARGS[@]}"; do
+  case "${ARGS[$i]}" in
+    --work-dir=*) WORK="${ARGS[$i]#--work-dir=}" ;;
+    --work-dir) WORK="${ARGS[$((i + 1))]:?--work-dir needs a folder}" ;;
+  esac
+done
+WORK="${WORK%/}"
+case "$WORK" in /*) ;; *) WORK="$ROOT/$WORK" ;; esac
 
 "$PY" tools/fetch_sources.py
 "$PY" tools/make_demo_data.py --out data/demo
@@ -32,4 +42,4 @@ UNET_OPTIONS=(--cfg-options "train_dataloader.dataset.data_root=$LABELS"
   "${UNET_OPTIONS[@]}"
 "$PY" tools/test.py configs/epsam/unet_pseudo_labels_demo.py "$UNET/iter_300.pth" \
   --work-dir "$UNET" --out "$UNET/test_masks" "${UNET_OPTIONS[@]}"
-echo "EP-SAM outputs: $ROOT/$WORK (summary.json, test/pictures/); UNet: $ROOT/$UNET"
+echo "EP-SAM outputs: $WORK (summary.json, test/pictures/); UNet: $ROOT/$UNET"
