@@ -115,6 +115,14 @@ def postprocess_of(preset: str, variant: str):
 def score_run(args, work_dir: str) -> dict:
     """``{split: {method: {variant: figures}}}`` of one trained classifier."""
     config, checkpoint = find_run(work_dir, args.config)
+    return score_checkpoint(args, config, checkpoint, osp.join(work_dir, 'cam_ablation'))
+
+
+def score_checkpoint(args, config: str, checkpoint: str, out_root: str) -> dict:
+    """``{split: {method: {variant: figures}}}`` of one classifier checkpoint, with the
+    masks kept under ``out_root/<preset>/<method>/<variant>``. ``args`` needs
+    ``data_root``, ``device``, ``splits``, ``methods``, ``variants``, ``preset`` and
+    ``batch_size``."""
     cfg = Config.fromfile(config)
     if args.data_root:
         cfg.merge_from_dict({f'{loader}.dataset.data_root': args.data_root
@@ -127,7 +135,7 @@ def score_run(args, work_dir: str) -> dict:
     results = {split: {} for split in args.splits}
     for method in args.methods:
         for variant in args.variants:
-            out_dir = osp.join(work_dir, 'cam_ablation', args.preset, method, variant)
+            out_dir = osp.join(out_root, args.preset, method, variant)
             summaries = generate_cams(model, datasets, out_dir,
                                       postprocess_of(args.preset, variant), method=method,
                                       batch_size=args.batch_size)
