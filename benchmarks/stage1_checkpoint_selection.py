@@ -1,15 +1,20 @@
-"""Which stage-1 checkpoint to keep: the epoch each GT-free selection rule picks, and its initial masks.
+"""Which stage-1 checkpoint to keep: the epoch each GT-free rule picks, and its initial masks.
 
 The classifier is chosen without pixel labels, on its validation image-label figures
 (``ImageLabelMetric``). This compares the rules on trained classifier runs (one work dir per
 seed, trained with every epoch's checkpoint kept, e.g.
 ``--cfg-options default_hooks.checkpoint.max_keep_ckpts=-1``):
 
+- ``saved_best``: the epoch of the run's own ``best_*.pth`` (the config's ``save_best``
+  rule, applied by MMEngine to the exact figures);
 - ``auc``: the highest validation ROC-AUC (ties: the earliest epoch, as MMEngine's
   ``save_best``);
-- ``log_loss``: the lowest validation log loss (the demo config's rule);
-- ``accuracy``: the highest validation accuracy at the 0.5 gate;
+- ``accuracy``: the highest validation accuracy at the 0.5 gate (ties: the earliest);
 - ``last``: the last validated epoch.
+
+``auc`` and ``accuracy`` are read from the MMEngine log. A figure whose name contains
+``loss`` is logged there as a moving mean (``LogProcessor.mean_pattern``), which is why
+``ImageLabelMetric`` names its log loss ``cross_entropy``.
 
 For each epoch a rule picks, the initial masks of ``--splits`` are generated and scored as
 in ``benchmarks/ablation_cam_methods.py`` (the CAM of the paper; ``--variants`` of
@@ -18,7 +23,7 @@ classifier gate. Masks are kept under ``<work dir>/checkpoint_selection/epoch_<N
 reuses them. ::
 
     python benchmarks/stage1_checkpoint_selection.py WORK_DIR [WORK_DIR ...]
-        [--rules auc log_loss accuracy last] [--variants full no_quantile]
+        [--rules saved_best auc accuracy last] [--variants full no_quantile]
         [--splits val test] [--results FILE.json]
 """
 import argparse
@@ -40,7 +45,7 @@ from ablation_cam_methods import (COLUMNS, VARIANTS, find_run, mean_sd,  # noqa:
 from mmseg_epsam.functional.cam import CAM_POSTPROCESS_PRESETS  # noqa: E402
 from mmseg_epsam.utils import atomic_write  # noqa: E402
 
-RULES = ('auc', 'log_loss', 'accuracy', 'last')
+RULES = ('saved_best', 'auc', 'accuracy', 'last')
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,16 +87,16 @@ def validation_history(work_dir: str) -> Dict[int, dict]:
     return history
 
 
-def select_epoch(history: Dict[int, dict], rule: str) -> int:
+def select_epoch(work_dir: str, history: Dict[int, dict], rule: str) -> int:
     """The epoch ``rule`` keeps; ties go to the earliest epoch, as MMEngine's ``save_best``."""
     epochs = sorted(history)
     if rule == 'last':
         return epochs[-1]
-    if rule == 'log_loss':
-        if any('log_loss' not in history[e] for e in epochs):
-            sys.exit('rule log_loss: the run logged no img_label/log_loss (trained before the '
-                     'metric existed)')
-        return min(epochs, key=lambda e: history[e]['log_loss'])
+    if rule == 'saved_best':
+        best = glob.glob(osp.join(work_dir, 'best_*_epoch_*.pth'))
+        if len(best) != 1:
+            sys.exit(f'{work_dir}: expected one best_*_epoch_N.pth, found {best}')
+        return int(best[0].rsplit('_', 1)[1][:-len('.pth')])
     return max(epochs, key=lambda e: (history[e][rule], -e))
 
 
@@ -110,7 +115,7 @@ def score_work_dir(args, work_dir: str) -> dict:
     """The validation history, each rule's epoch and each picked epoch's figures."""
     config, _ = find_run(work_dir)
     history = validation_history(work_dir)
-    picked = {rule: select_epoch(history, rule) for rule in args.rules}
+    picked = {rule: select_epoch(work_dir, history, rule) for rule in args.rules}
     figures = {}
     for epoch in sorted(set(picked.values())):
         out_root = osp.join(work_dir, 'checkpoint_selection', f'epoch_{epoch}')
@@ -123,8 +128,8 @@ def print_tables(args, runs: Dict[str, dict]) -> None:
     """Per rule: the epochs picked, then per split and variant the mean ± sd figures."""
     print(f'\n{len(runs)} run(s); validation figures per epoch:')
     for work_dir, run in runs.items():
-        line = ', '.join(f'{e}: AUC {m["auc"]:.3f} / loss {m.get("log_loss", float("nan")):.3f}'
-                         f' / acc {m["accuracy"]:.3f}' for e, m in sorted(run['history'].items()))
+        line = ', '.join(f'{e}: AUC {m["auc"]:.3f} / acc {m["accuracy"]:.3f}'
+                         for e, m in sorted(run['history'].items()))
         print(f'  {work_dir}: {line}')
     for split in args.splits:
         print(f'\n{split} split, initial masks (CAM, preset {args.preset}); mean ± sd, %:\n')

@@ -3,7 +3,8 @@
 # grayscale p=0.1) in the reference code's form: rotation by any angle, hue jitter 0.2, the
 # learning rate x0.9 every 10 epochs (docs/classifier_presets.md gives the source of each
 # value). Checkpoints are selected without pixel ground truth: the last epoch is kept, and
-# the epoch with the best validation ROC-AUC on image labels is saved beside it.
+# the epoch with the lowest validation cross-entropy on image labels (the reference's
+# criterion, a validation loss, without its double sigmoid) is saved beside it.
 _base_ = [
     '../_base_/models/epsam_classifier.py',
     '../_base_/datasets/histo_patch_demo.py',
@@ -53,11 +54,11 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=1, max_keep_ckpts=1,
-                    save_last=True, save_best='img_label/auc', rule='greater'),
+                    save_last=True, save_best='img_label/cross_entropy', rule='less'),
     sampler_seed=dict(type='DistSamplerSeedHook'))
 log_processor = dict(by_epoch=True)
 # After training, stage 1's outputs: fused CAMs and initial masks of every split, from the
-# best-AUC checkpoint, in <work_dir>/stage1 (the stage1_dir the decoder configs read;
+# best checkpoint, in <work_dir>/stage1 (the stage1_dir the decoder configs read;
 # docs/method.md §3). tools/run_pipeline.py runs this step as its own `cams` stage instead.
 custom_hooks = [dict(type='CAMGeneratorHook', splits=('train', 'val', 'test'),
                      preset='camelyon16', batch_size=16, num_workers=4)]

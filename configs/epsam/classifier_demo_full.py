@@ -33,5 +33,7 @@ test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=3e-4))
 param_scheduler = []  # constant learning rate
 train_cfg = dict(max_epochs=30, val_interval=2)
-default_hooks = dict(logger=dict(interval=5))
+# the README's 512-px figures kept the best validation ROC-AUC checkpoint
+default_hooks = dict(logger=dict(interval=5),
+                     checkpoint=dict(save_best='img_label/auc', rule='greater'))
 randomness = dict(seed=0)

@@ -1,4 +1,4 @@
-"""Image-label classification figures: accuracy at a threshold, ROC-AUC and log loss (NumPy only)."""
+"""Image-label classification figures: accuracy at a threshold, ROC-AUC, cross-entropy (NumPy)."""
 import numpy as np
 
 
@@ -44,13 +44,13 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def binary_log_loss(scores: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+def binary_cross_entropy(scores: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy (negative log-likelihood) of probabilities ``scores``.
 
     ``-mean(y log p + (1 - y) log(1 - p))`` with ``p`` clipped to ``[eps, 1 - eps]``, so one
     confident mistake costs at most ``-log(eps)`` (about 16). Unlike the AUC, which only ranks,
     it also scores calibration: a classifier whose probabilities all lie on one side of the
-    0.5 gate has a high log loss even when it ranks perfectly. NaN for no samples.
+    0.5 gate has a high cross-entropy even when it ranks perfectly. NaN for no samples.
     """
     scores, labels = _check_scores_labels(scores, labels)
     if scores.size == 0:

@@ -1,4 +1,4 @@
-"""Image-label metric of the patch classifier: accuracy at a threshold, ROC-AUC, log loss."""
+"""Image-label metric of the patch classifier: accuracy at a threshold, ROC-AUC, cross-entropy."""
 import warnings
 from typing import Dict, List, Optional, Sequence
 
@@ -6,20 +6,21 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmseg.registry import METRICS
 
-from mmseg_epsam.functional.classification import (accuracy_at_threshold, binary_log_loss,
-                                                    roc_auc)
+from mmseg_epsam.functional.classification import (accuracy_at_threshold,
+                                                    binary_cross_entropy, roc_auc)
 
 
 @METRICS.register_module()
 class ImageLabelMetric(BaseMetric):
-    """Accuracy, ROC-AUC and log loss of ``pred_score`` against the image label ``img_label``.
+    """Accuracy, ROC-AUC and cross-entropy of ``pred_score`` against the image label ``img_label``.
 
     Reads, per data sample, ``pred_score`` (tumour probability, as set by
     ``EPSAMPatchClassifier`` in predict mode) and the metainfo ``img_label`` (0/1). Reports,
     under the prefix ``img_label/``: ``accuracy`` (score >= ``threshold`` counts as tumour)
-    and ``auc`` (rank-based, ties count one half), both as fractions in [0, 1], ``log_loss``
-    (mean binary cross-entropy, lower is better; it also scores calibration, which the
-    0.5 gate of the later stages depends on), plus the class counts ``num_pos`` and
+    and ``auc`` (rank-based, ties count one half), both as fractions in [0, 1],
+    ``cross_entropy`` (mean binary cross-entropy or log loss, lower is better; it also scores
+    calibration, which the 0.5 gate of the later stages depends on; not named ``*loss*``,
+    which MMEngine's logger would print as a moving mean), plus the class counts ``num_pos`` and
     ``num_neg``. With only one class the AUC is undefined: it is
     reported as NaN with a warning. Uses only image labels, never pixel ground truth, so it
     may select checkpoints in a weakly supervised run.
@@ -58,5 +59,5 @@ class ImageLabelMetric(BaseMetric):
                        f'{labels.size - num_pos} negative patches; reported as nan')
             warnings.warn(message)
         return dict(accuracy=accuracy_at_threshold(scores, labels, self.threshold), auc=auc,
-                    log_loss=binary_log_loss(scores, labels), num_pos=num_pos,
+                    cross_entropy=binary_cross_entropy(scores, labels), num_pos=num_pos,
                     num_neg=int(labels.size - num_pos))
