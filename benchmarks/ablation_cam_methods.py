@@ -63,20 +63,24 @@ COLUMNS = (('dice', 'Dice'), ('iou', 'IoU'), ('fp_area', 'FP area on negatives')
            ('gated_fp_area', 'FP area, gated'), ('gated_dice', 'Dice, gated'))
 
 
-def parse_args() -> argparse.Namespace:
-    """Command-line arguments."""
-    parser = argparse.ArgumentParser(description='CAM method x post-processing ablation')
-    parser.add_argument('work_dirs', nargs='+', help='trained classifier work dirs (seeds)')
-    parser.add_argument('--config', help='classifier config (default: the one in each work dir)')
+def add_scoring_arguments(parser: argparse.ArgumentParser, variants: list) -> None:
+    """The options :func:`score_checkpoint` reads: splits, post-processing, data, device."""
     parser.add_argument('--splits', nargs='+', default=['val', 'test'])
-    parser.add_argument('--methods', nargs='+', default=list(CAM_METHODS), choices=CAM_METHODS)
-    parser.add_argument('--variants', nargs='+', default=DEFAULT_VARIANTS,
-                        choices=list(VARIANTS))
+    parser.add_argument('--variants', nargs='+', default=variants, choices=list(VARIANTS))
     parser.add_argument('--preset', default='camelyon16',
                         choices=sorted(set(CAM_POSTPROCESS_PRESETS) - {'none'}))
     parser.add_argument('--data-root', help='override the data root of the configs')
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description='CAM method x post-processing ablation')
+    parser.add_argument('work_dirs', nargs='+', help='trained classifier work dirs (seeds)')
+    parser.add_argument('--config', help='classifier config (default: the one in each work dir)')
+    parser.add_argument('--methods', nargs='+', default=list(CAM_METHODS), choices=CAM_METHODS)
+    add_scoring_arguments(parser, DEFAULT_VARIANTS)
     parser.add_argument('--results', help='JSON file for the per-run figures '
                         '(default: <first work dir>/cam_ablation/results.json)')
     return parser.parse_args()

@@ -35,14 +35,12 @@ import shlex
 import sys
 from typing import Dict, List
 
-import torch
 from mmseg.utils import register_all_modules
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from ablation_cam_methods import (COLUMNS, VARIANTS, find_run, mean_sd,  # noqa: E402
-                                  score_checkpoint)
+from ablation_cam_methods import (COLUMNS, add_scoring_arguments, find_run,  # noqa: E402
+                                  mean_sd, score_checkpoint)
 
-from mmseg_epsam.functional.cam import CAM_POSTPROCESS_PRESETS  # noqa: E402
 from mmseg_epsam.utils import atomic_write  # noqa: E402
 
 RULES = ('saved_best', 'auc', 'accuracy', 'last')
@@ -53,14 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Stage-1 checkpoint selection rules')
     parser.add_argument('work_dirs', nargs='+', help='trained classifier work dirs (seeds)')
     parser.add_argument('--rules', nargs='+', default=list(RULES), choices=RULES)
-    parser.add_argument('--splits', nargs='+', default=['val', 'test'])
-    parser.add_argument('--variants', nargs='+', default=['full', 'no_quantile'],
-                        choices=list(VARIANTS))
-    parser.add_argument('--preset', default='camelyon16',
-                        choices=sorted(set(CAM_POSTPROCESS_PRESETS) - {'none'}))
-    parser.add_argument('--data-root', help='override the data root of the configs')
-    parser.add_argument('--batch-size', type=int, default=4)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    add_scoring_arguments(parser, ['full', 'no_quantile'])
     parser.add_argument('--results', help='JSON file for the per-run figures (default: '
                         '<first work dir>/checkpoint_selection/results.json)')
     args = parser.parse_args()
