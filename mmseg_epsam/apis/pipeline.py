@@ -795,6 +795,7 @@ class EPSAMPipeline:
                     stage_wall_s={stage: (self.stage_record(stage) or {}).get('wall_s')
                                   for stage in self.stage_names()})
 
+
 def inference_device() -> str:
     """Where the pipeline's own inference steps run: the GPU when there is one."""
     return 'cuda' if torch.cuda.is_available() else 'cpu'

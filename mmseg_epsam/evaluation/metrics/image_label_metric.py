@@ -18,11 +18,11 @@ class ImageLabelMetric(BaseMetric):
     ``EPSAMPatchClassifier`` in predict mode) and the metainfo ``img_label`` (0/1). Reports,
     under the prefix ``img_label/``: ``accuracy`` (score >= ``threshold`` counts as tumour)
     and ``auc`` (rank-based, ties count one half), both as fractions in [0, 1],
-    ``cross_entropy`` (mean binary cross-entropy or log loss, lower is better; it also scores
-    calibration, which the 0.5 gate of the later stages depends on; not named ``*loss*``,
-    which MMEngine's logger would print as a moving mean), plus the class counts ``num_pos`` and
-    ``num_neg``. With only one class the AUC is undefined: it is
-    reported as NaN with a warning. Uses only image labels, never pixel ground truth, so it
+    ``cross_entropy`` (mean binary cross-entropy or log loss, lower is better; it also
+    scores calibration, which the 0.5 gate of the later stages depends on; not named
+    ``*loss*``, which MMEngine's logger would print as a moving mean), and the class counts
+    ``num_pos`` and ``num_neg``. With only one class the AUC is undefined: it is reported as
+    NaN with a warning. Uses only image labels, never pixel ground truth, so it
     may select checkpoints in a weakly supervised run.
 
     Args:
