@@ -194,6 +194,8 @@ def test_run_pipeline_refuses_a_locked_work_dir(tmp_path):
     ('rounds.reset', 'fresh', 'rounds.reset must be one of'),
     ('export.labels', 'sam', "export.labels must be one of ('last_targets', 'final_decoder')"),
     ('export.label', 'sam', "'export.label'; did you mean export.labels"),
+    ('export.negative_patches', 'all',
+     "export.negative_patches must be one of (None, 'skip', 'empty_target')"),
     ('test.num_pictures', -1, 'test.num_pictures must be an integer >= 0'),
 ])
 def test_bad_pipeline_keys_and_values_are_errors(tmp_path, key, value, message):

@@ -206,14 +206,17 @@ def test_negative_patches_train_the_decoder_and_are_exported(pipeline_run, tmp_p
 def test_final_decoder_masks_are_exported_when_asked(pipeline_run, tmp_path):
     """export.labels=final_decoder with no rounds: the exported train labels are decoder_r0's
     own masks on the positive patches, bit for bit the masks that round-1 generation wrote
-    in the shared run (stage 1 is shared by links; decoder_r0 retrains with the same seed)."""
+    in the shared run (stage 1 is shared by links; decoder_r0 retrains with the same seed).
+    export.negative_patches=empty_target adds the negatives with all-zero masks, although
+    this decoder trained on positives only."""
     data_root, source, _ = pipeline_run
     work_dir = tmp_path / 'final'
     work_dir.mkdir()
     for name in ('classifier', 'cams', 'stage1'):
         os.symlink(osp.join(source, name), work_dir / name)
     run_pipeline(data_root, str(work_dir), 'rounds.num_rounds=0',
-                 'export.labels=final_decoder', '--until', 'pseudo_label_dataset')
+                 'export.labels=final_decoder', 'export.negative_patches=empty_target',
+                 '--until', 'pseudo_label_dataset')
     masks_dir = work_dir / 'final_decoder_masks' / 'pseudo_labels'
     round_1 = osp.join(source, 'round_1', 'pseudo_labels')
     train = dict(line.split() for line in open(osp.join(data_root, 'splits', 'train.txt')))
@@ -232,8 +235,14 @@ def test_final_decoder_masks_are_exported_when_asked(pipeline_run, tmp_path):
             assert (cv2.imread(str(export / 'ann_dir' / 'train' / f'{name}.png'),
                                cv2.IMREAD_UNCHANGED) == mask).all()
     assert '1' in exported.values()
+    negatives = [name for name, label in train.items() if label == '0']
+    assert len(negatives) == 2 and all(exported[name] == '0' for name in negatives)
+    for name in negatives:
+        assert not cv2.imread(str(export / 'ann_dir' / 'train' / f'{name}.png'),
+                              cv2.IMREAD_UNCHANGED).any()
     record = json.load(open(export / 'stage_done.json'))
     assert record['labels'] == 'final_decoder' and record['patches'] == len(exported)
+    assert record['counts']['negatives'] == 2
     expected = json.load(open(osp.join(source, 'round_1', 'summary.json')))['sam_dice_gt']
     assert record['final_decoder_masks']['sam_dice_gt'] == pytest.approx(expected)
     summary = json.load(open(work_dir / 'summary.json'))

@@ -107,6 +107,7 @@ class EPSAMPipeline:
         self.stage1_dir = stage1_dir_of(self.work_dir)
         self.num_rounds = int(cfg.rounds.get('num_rounds', 3))
         self.export_labels = cfg.get('export', {}).get('labels', 'last_targets')
+        self.export_negatives = cfg.get('export', {}).get('negative_patches')
         self._split_signatures: Dict[str, str] = {}
         os.makedirs(self.work_dir, exist_ok=True)
         self.logger = MMLogger.get_instance(
@@ -241,6 +242,7 @@ class EPSAMPipeline:
         elif stage == 'pseudo_label_dataset':
             settings['rounds.policy'] = self.cfg.rounds.get('policy', 'per_round')
             settings['export.labels'] = self.export_labels
+            settings['export.negative_patches'] = self.export_negatives
             if self.export_labels == 'final_decoder':
                 settings.update(config_settings(self._decoder_config('final_decoder_masks')))
             upstream = [f'decoder_r{self.final_round()}']
@@ -475,10 +477,11 @@ class EPSAMPipeline:
         """Export EP-SAM's pseudo-labels as a plain patch dataset.
 
         ``<work_dir>/pseudo_label_dataset`` has the usual layout: ``splits/train.txt`` and
-        ``ann_dir/train`` hold the positive patches with their labels and, when the decoder
-        trained on negative patches (``negative_patches='empty_target'``), the negatives
-        with all-zero masks; ``img_dir/train`` links to their images, and val/test link to
-        the original splits. The labels (``export.labels``) are the final decoder's training
+        ``ann_dir/train`` hold the positive patches with their labels and the negatives
+        with all-zero masks when ``export.negative_patches`` is ``'empty_target'``, or is
+        unset and the decoder trained on them (``negative_patches='empty_target'``);
+        ``img_dir/train`` links to their images, and val/test link to the original
+        splits. The labels (``export.labels``) are the final decoder's training
         targets as selected for the last trained round (``'last_targets'``), or the final
         decoder's own masks on every positive patch (``'final_decoder'``, written first by
         :meth:`write_final_decoder_masks`; positives whose mask is empty are left out). Any
@@ -498,6 +501,8 @@ class EPSAMPipeline:
         else:
             train_cfg.rounds = self._rounds_for(self.final_round())
             train_cfg.policy = self.cfg.rounds.get('policy', 'per_round')
+        if self.export_negatives is not None:
+            train_cfg.negative_patches = self.export_negatives
         dataset = DATASETS.build(train_cfg)
         out_dir = osp.join(self.work_dir, 'pseudo_label_dataset')
         lines = []
@@ -519,8 +524,10 @@ class EPSAMPipeline:
             for sub in (f'img_dir/{split}', f'ann_dir/{split}', f'splits/{split}.txt'):
                 if osp.exists(osp.join(source_root, sub)):
                     _link(osp.join(source_root, sub), osp.join(out_dir, sub))
-        print_log(f'[pseudo_label_dataset] {len(lines)} training patches with '
-                  f'{self.export_labels} labels in {out_dir}', logger=self.logger)
+        negatives = dataset.selection.counts.get('negatives', 0)
+        print_log(f'[pseudo_label_dataset] {len(lines)} training patches ({negatives} of them '
+                  f'negatives with empty masks) with {self.export_labels} labels in {out_dir}',
+                  logger=self.logger)
         return dict(record, out_dir=out_dir, labels=self.export_labels, patches=len(lines),
                     counts=dataset.selection.counts)
 

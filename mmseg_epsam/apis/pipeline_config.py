@@ -21,13 +21,18 @@ PIPELINE_KEYS = {
     'decoder': ('config', 'cfg_options', 'sam_checkpoint', 'require_sam_checkpoint'),
     'rounds': ('num_rounds', 'ids_threshold', 'ids_variant', 'policy', 'reset'),
     'test': ('num_pictures', 'score_every_decoder'),
-    'export': ('labels',),
+    'export': ('labels', 'negative_patches'),
 }
 #: What the ``pseudo_label_dataset`` stage exports as the train labels (``export.labels``):
 #: ``'last_targets'``, the pseudo-labels the final decoder trained on (IDS-kept SAM masks of
 #: the last round; the initial masks when no round ran), or ``'final_decoder'``, the final
 #: decoder's own masks on every positive training patch (docs/method.md §6).
 EXPORT_LABELS = ('last_targets', 'final_decoder')
+#: Whether the exported train split lists the negative training patches, with all-zero
+#: masks (``export.negative_patches``): ``None`` (default) as the final decoder trained
+#: (its dataset's ``negative_patches``), ``'skip'`` never (the paper's positives-only
+#: pseudo-labels), ``'empty_target'`` always (their image labels say they hold no tumour).
+EXPORT_NEGATIVE_PATCHES = (None, 'skip', 'empty_target')
 
 
 class PipelineConfigError(ValueError):
@@ -72,6 +77,8 @@ def validate_pipeline_config(cfg: Config) -> None:
         ('rounds.ids_variant', rounds.get('ids_variant', 'paper'), IDS_VARIANTS),
         ('export.labels', cfg.get('export', {}).get('labels', 'last_targets'),
          EXPORT_LABELS),
+        ('export.negative_patches', cfg.get('export', {}).get('negative_patches'),
+         EXPORT_NEGATIVE_PATCHES),
     ]
     for name, value, allowed in checks:
         if value not in allowed:
