@@ -347,11 +347,17 @@ def test_force_deletes_the_stage_and_every_later_one(tmp_path):
     for split in ('train', 'val', 'test'):
         write_patch_dataset(data_root, split, n_pos=1, n_neg=1)
     pipeline = _pipeline(tmp_path, data_root)
-    for folder in ('classifier', 'stage1', 'cams', 'decoder_r0', 'round_1', 'test'):
+    for folder in ('classifier', 'cams', 'decoder_r0', 'round_1', 'test'):
         os.makedirs(osp.join(pipeline.work_dir, folder))
+    # stage 1 linked from another run, as benchmarks/sam_stages_seeds.py shares it
+    shared = tmp_path / 'other_run' / 'stage1'
+    shared.mkdir(parents=True)
+    (shared / 'eval_test.json').write_text('{}')
+    os.symlink(shared, osp.join(pipeline.work_dir, 'stage1'))
     pipeline.clear_from('cams')
     assert [name for name in sorted(os.listdir(pipeline.work_dir))
             if not name.endswith('.log')] == ['classifier']
+    assert (shared / 'eval_test.json').read_text() == '{}'  # the linked run keeps its outputs
 
 
 # ---------------------------------------------------------------- intermediates

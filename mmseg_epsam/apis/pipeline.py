@@ -276,7 +276,11 @@ class EPSAMPipeline:
 
     def _clear(self, stage: str) -> None:
         for folder in self.stage_outputs(stage):
-            if osp.isdir(folder):
+            if osp.islink(folder):
+                # a stage shared from another run (benchmarks/sam_stages_seeds.py links stage
+                # 1): drop the link here, never the linked run's outputs
+                os.remove(folder)
+            elif osp.isdir(folder):
                 shutil.rmtree(folder)
 
     def clear_from(self, stage: str) -> None:
