@@ -22,7 +22,8 @@ Methods (``--methods``): ``cam`` (the paper's), ``gradcam``, ``gradcam++``, ``ei
 A work dir holds the config MMEngine dumped there (``--config`` to give another) and the
 checkpoint: ``classifier_done.json``'s (ablation runs), else ``best_*.pth`` (GT-free
 selection), else ``last_checkpoint``. Masks are kept under ``<work dir>/cam_ablation``; a
-rerun reuses what is complete. ::
+rerun reuses what is complete. The variants share each method's raw CAMs (computed once per
+view in a run), so a variant costs its post-processing and the classifier's score. ::
 
     python benchmarks/ablation_cam_methods.py WORK_DIR [WORK_DIR ...] [--splits val test]
         [--methods cam gradcam gradcam++ eigencam] [--variants full none ...]
@@ -137,12 +138,13 @@ def score_checkpoint(args, config: str, checkpoint: str, out_root: str) -> dict:
     datasets = {split: DATASETS.build(generation_dataset_cfg(cfg, split))
                 for split in args.splits}
     results = {split: {} for split in args.splits}
+    cam_cache = {}  # each view's raw CAM is computed once and shared by the variants
     for method in args.methods:
         for variant in args.variants:
             out_dir = osp.join(out_root, args.preset, method, variant)
             summaries = generate_cams(model, datasets, out_dir,
                                       postprocess_of(args.preset, variant), method=method,
-                                      batch_size=args.batch_size)
+                                      batch_size=args.batch_size, cam_cache=cam_cache)
             for split, summary in summaries.items():
                 ungated, gated = summary['ungated'], summary['gated']
                 results[split].setdefault(method, {})[variant] = dict(

@@ -211,6 +211,42 @@ def test_generation_writes_outputs_evaluates_and_resumes(tmp_path):
     assert not [f for f in os.listdir(osp.join(out_dir, 'cams', 'test')) if '.tmp.' in f]
 
 
+def test_a_shared_cam_cache_computes_each_view_once_and_changes_no_output(tmp_path):
+    """Post-processing variants over one model share raw CAMs (paper Table 3 ablation)."""
+    root = str(tmp_path / 'data')
+    write_dataset(root)
+    model = StandInClassifier()
+    datasets = build_datasets(make_cfg(root), ('test', ))
+    variants = {'full': cam_postprocess('camelyon16'),
+                'no_opening': cam_postprocess('camelyon16', opening_size=(1, 1)),
+                'one_view': cam_postprocess('camelyon16', rotate_fuse=False)}
+    cache = {}
+    for variant, postprocess in variants.items():
+        generate_cams(model, datasets, str(tmp_path / 'cached' / variant), postprocess,
+                      batch_size=3, cam_cache=cache)
+    # 4 test patches in batches of 3: two batches of 4 views, then the one-view batches once
+    assert model.cam_batches == [12, 4, 3, 1]
+    model.cam_batches.clear()
+    generate_cams(model, datasets, str(tmp_path / 'cached_again'), variants['full'],
+                  batch_size=3, cam_cache=cache)
+    assert model.cam_batches == []
+    # another model (its fingerprint differs) does not read the first one's maps
+    other = StandInClassifier(gain=5.0)
+    generate_cams(other, datasets, str(tmp_path / 'other'), variants['full'], batch_size=3,
+                  cam_cache=cache)
+    assert other.cam_batches == [12, 4]
+
+    for variant, postprocess in variants.items():
+        plain_dir = str(tmp_path / 'plain' / variant)
+        generate_cams(model, datasets, plain_dir, postprocess, batch_size=3)
+        for folder in ('cams', 'initial_masks'):
+            for name in sorted(os.listdir(osp.join(plain_dir, folder, 'test'))):
+                plain = open(osp.join(plain_dir, folder, 'test', name), 'rb').read()
+                cached = open(osp.join(str(tmp_path / 'cached' / variant), folder, 'test',
+                                       name), 'rb').read()
+                assert cached == plain, (variant, folder, name)
+
+
 def test_refuses_outputs_of_other_settings_or_model(tmp_path):
     root, out_dir = str(tmp_path / 'data'), str(tmp_path / 'stage1')
     write_dataset(root)

@@ -27,12 +27,14 @@ pictures are asked for) exist. Outputs made by another model or other settings a
 """
 import copy
 import csv
+import functools
+import hashlib
 import io
 import json
 import os
 import os.path as osp
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Hashable, List, MutableMapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -218,6 +220,27 @@ def _read_rgb(path: str, size: Sequence[int]) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def memoized_by_input(fn: Callable[[torch.Tensor], torch.Tensor], cache: MutableMapping,
+                      key: Hashable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` with its results kept in ``cache`` by ``key`` and the exact input batch.
+
+    A batch is known by its shape, dtype and a SHA-1 of its bytes, so a batch seen before
+    (the same patches, rotations and batching) returns the stored result without a
+    forward: several post-processing settings over the same patches (paper Table 3) then
+    run the classifier once. ``key`` must name the model and what ``fn`` computes (e.g.
+    ``(model_fingerprint(model), method)``); the cache does not see them.
+    """
+    def memoized(inputs: torch.Tensor) -> torch.Tensor:
+        data = inputs.detach().cpu().contiguous()
+        entry = (key, tuple(data.shape), str(data.dtype),
+                 hashlib.sha1(data.numpy().tobytes()).hexdigest())
+        if entry not in cache:
+            cache[entry] = fn(inputs).detach()
+        return cache[entry]
+
+    return memoized
+
+
 def _tumour_scores(model: torch.nn.Module, inputs: torch.Tensor,
                    data_samples: list) -> torch.Tensor:
     """The classifier's tumour probability ``[B]`` (its predict mode, unrotated input)."""
@@ -250,7 +273,8 @@ def generate_split(model: torch.nn.Module,
                    evaluate: bool = True,
                    gate_threshold: float = DEFAULT_GATE_THRESHOLD,
                    overwrite: bool = False,
-                   fingerprint: Optional[str] = None) -> Optional[dict]:
+                   fingerprint: Optional[str] = None,
+                   cam_cache: Optional[MutableMapping] = None) -> Optional[dict]:
     """Write CAMs, initial masks, manifest (and pictures, evaluation) of one split.
 
     Args:
@@ -274,6 +298,9 @@ def generate_split(model: torch.nn.Module,
         gate_threshold: Classifier probability below which the gated mask is empty.
         overwrite: Regenerate every patch, even over outputs of other settings.
         fingerprint: :func:`model_fingerprint` of ``model`` (computed when None).
+        cam_cache: A dict shared by calls that differ only in post-processing: the raw
+            CAMs and the scores of each input batch are kept there by model fingerprint,
+            method and input (:func:`memoized_by_input`), and computed once.
 
     Returns:
         The evaluation summary (None when ``evaluate`` is False).
@@ -309,6 +336,8 @@ def generate_split(model: torch.nn.Module,
 
     model.eval()
     compute_cam = cam_function(model, method)
+    if cam_cache is not None:
+        compute_cam = memoized_by_input(compute_cam, cam_cache, (settings['model'], method))
     loader = DataLoader(Subset(dataset, [index for index, _ in todo]), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, collate_fn=pseudo_collate)
     progress = ProgressBar(len(todo)) if todo else None
@@ -322,7 +351,10 @@ def generate_split(model: torch.nn.Module,
         inputs, data_samples = data['inputs'], data['data_samples']
         cams = rotate_and_fuse_cams(compute_cam, inputs, views_per_forward,
                                     postprocess.quarter_turns, postprocess.quantize_uint8)
-        scores = _tumour_scores(model, inputs, data_samples).tolist()
+        score_fn = functools.partial(_tumour_scores, model, data_samples=data_samples)
+        if cam_cache is not None:
+            score_fn = memoized_by_input(score_fn, cam_cache, (settings['model'], 'score'))
+        scores = score_fn(inputs).tolist()
         for (_, info), cam, score, sample in zip(batch_entries, cams, scores, data_samples):
             name = info['patch_name']
             img_shape = sample.metainfo.get('img_shape', inputs.shape[-2:])
