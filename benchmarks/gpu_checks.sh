@@ -23,6 +23,9 @@
 #   ablation  benchmarks/ablation_initial_masks.py with $ABLATION_CONFIG (default the
 #             full-resolution demo classifier) and $ABLATION_VARIANTS (default b c d), its
 #             seeds run in parallel (about 2 min per variant on an H200), then aggregated;
+#   table3    benchmarks/ablation_cam_methods.py (paper Table 3: every CAM method x every
+#             post-processing variant, val and test) on the (d) classifiers the ablation
+#             check trained, one per seed; mean ± sd over the seeds (run after ablation);
 #   wsi       benchmarks/bench_wsi_inference.py on the whole 20k x 20k slide, with the demo
 #             pipeline's default SAM image encoder and with SAM ViT-B (random weights);
 #   memory    benchmarks/bench_training_memory.py: peak GPU memory of every training stage
@@ -37,7 +40,7 @@ WHEELS=${WHEELS:-.whl}
 SOURCES=${SOURCES:-.gpu/sources}
 SITE=${SITE:-/tmp/site}
 PY=${PY:-python3}
-CHECKS=${CHECKS-cam decoder ablation wsi memory dist}  # empty: set-up only
+CHECKS=${CHECKS-cam decoder ablation table3 wsi memory dist}  # empty: set-up only
 ABLATION_CONFIG=${ABLATION_CONFIG:-configs/epsam/classifier_demo_full.py}
 ABLATION_SEEDS=${ABLATION_SEEDS:-0 1 2}
 ABLATION_OPTIONS=${ABLATION_OPTIONS:-}  # e.g. 'train_cfg.max_epochs=10'
@@ -107,7 +110,6 @@ for check in $CHECKS; do
         pids+=($!)
       done
       for pid in "${pids[@]}"; do wait "$pid" || log "an ablation seed failed (see its log)"; done
-      # every run is done now, so this only re-reads the outputs and aggregates the seeds
       # with every run done this only re-reads the outputs and aggregates (capped: a seed that
       # failed would otherwise be retrained here)
       capped 0 timeout 180 "$PY" benchmarks/ablation_initial_masks.py "${ABLATION_ARGS[@]}" \
@@ -118,6 +120,18 @@ for check in $CHECKS; do
                work_dirs/ablation_gpu/*/stage1_*/*.json; do
         [ -f "$f" ] && { g=${f#work_dirs/ablation_gpu/}; cp "$f" "$RAW/ablation_runs/${g//\//__}"; }
       done ;;
+    table3)
+      runs=()
+      for seed in $ABLATION_SEEDS; do
+        if [ -f "work_dirs/ablation_gpu/d_seed$seed/classifier_done.json" ]; then
+          runs+=("work_dirs/ablation_gpu/d_seed$seed")
+        else
+          log "table3: no trained (d) classifier for seed $seed (run the ablation check first)"
+        fi
+      done
+      [ "${#runs[@]}" -gt 0 ] && capped 0 "$PY" benchmarks/ablation_cam_methods.py "${runs[@]}" \
+        --splits val test --results "$OUT/ablation_cam_methods.json" \
+        >"$OUT/ablation_cam_methods.log" 2>&1 ;;
     cam)
       capped 0 "$PY" benchmarks/bench_cam_extraction.py --device cuda --patches 16 --views 4 2 1 \
         --repeats 2 >"$OUT/bench_cam.log" 2>&1 ;;
