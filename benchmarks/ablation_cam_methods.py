@@ -22,8 +22,9 @@ Methods (``--methods``): ``cam`` (the paper's), ``gradcam``, ``gradcam++``, ``ei
 A work dir holds the config MMEngine dumped there (``--config`` to give another) and the
 checkpoint: ``classifier_done.json``'s (ablation runs), else ``best_*.pth`` (GT-free
 selection), else ``last_checkpoint``. Masks are kept under ``<work dir>/cam_ablation``; a
-rerun reuses what is complete. The variants share each method's raw CAMs (computed once per
-view in a run), so a variant costs its post-processing and the classifier's score. ::
+rerun reuses what is complete. The variants of a method share its raw CAMs and the scores
+(computed once per batch of views in a run), so a variant with the views of an earlier one
+costs only its post-processing. ::
 
     python benchmarks/ablation_cam_methods.py WORK_DIR [WORK_DIR ...] [--splits val test]
         [--methods cam gradcam gradcam++ eigencam] [--variants full none ...]
@@ -138,7 +139,7 @@ def score_checkpoint(args, config: str, checkpoint: str, out_root: str) -> dict:
     datasets = {split: DATASETS.build(generation_dataset_cfg(cfg, split))
                 for split in args.splits}
     results = {split: {} for split in args.splits}
-    cam_cache = {}  # each view's raw CAM is computed once and shared by the variants
+    cam_cache = {}  # raw CAMs and scores of each input batch, shared by the variants
     for method in args.methods:
         for variant in args.variants:
             out_dir = osp.join(out_root, args.preset, method, variant)
